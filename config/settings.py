@@ -1,0 +1,272 @@
+"""One settings module for every environment, driven by environment variables.
+
+It runs with no variables at all (SQLite + local-memory cache under ``var/``);
+production sets ``DATABASE_URL``, ``REDIS_URL``, ``SECRET_KEY`` and friends.
+A malformed value stops the process at start-up instead of surfacing later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("STOREOPS_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def env_number(name: str, default: float, *, kind: type = int, minimum: float = 0) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY") or "django-insecure-storeops-local-only-never-use-in-production"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or ["127.0.0.1", "localhost", "[::1]"]
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+# Behind a TLS-terminating proxy in production; plain HTTP locally and in tests.
+HTTPS = env_bool("STOREOPS_HTTPS", False)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_number("STOREOPS_HSTS_SECONDS", 31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "django_tables2",
+    "django_filters",
+    "template_partials",
+    "store",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Times every query and logs those over STOREOPS_SLOW_QUERY_MS with their panel.
+    "store.querylog.SlowQueryMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Inside the session middleware: session saves (primary-only) never pin a client.
+    "dashboard.middleware.PrimaryStickinessMiddleware",
+    # Safe by default: every view needs a login unless it opts out explicitly
+    # (@login_not_required on the health probes; Django's login view already does).
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.console",
+            ],
+            "builtins": ["django_htmx.templatetags.django_htmx"],
+        },
+    }
+]
+
+# --- Databases -------------------------------------------------------------
+# default = primary; replica_N = read replicas of default; shard_N = customer data.
+CONN_MAX_AGE = env_number("STOREOPS_CONN_MAX_AGE", 60)
+
+
+def _sqlite(path: Path) -> dict[str, Any]:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(path),
+        "OPTIONS": {
+            # IMMEDIATE takes the write lock at BEGIN, so two writers queue instead
+            # of failing with "database is locked" on lock upgrade.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": (
+                "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA foreign_keys=ON;"
+            ),
+        },
+    }
+
+
+def _from_url(url: str, *, connect_timeout: int = 5) -> dict[str, Any]:
+    try:
+        config: dict[str, Any] = dict(dj_database_url.parse(url))
+    except (ValueError, KeyError) as exc:
+        raise ImproperlyConfigured(f"Cannot parse database URL {url!r}: {exc}") from None
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        return _sqlite(Path(config["NAME"]))
+    config["CONN_MAX_AGE"] = CONN_MAX_AGE
+    config["CONN_HEALTH_CHECKS"] = True
+    config.setdefault("OPTIONS", {})
+    if "postgresql" in config["ENGINE"]:
+        config["OPTIONS"].setdefault("connect_timeout", connect_timeout)
+        config["OPTIONS"].setdefault("application_name", "storeops")
+    return config
+
+
+DATABASE_URL = env_str("DATABASE_URL")
+DATABASES: dict[str, dict[str, Any]] = {
+    "default": _from_url(DATABASE_URL) if DATABASE_URL else _sqlite(VAR_DIR / "storeops.sqlite3")
+}
+for _i, _url in enumerate(env_list("DATABASE_REPLICA_URLS")):
+    # A dead replica must cost about a second, not a request's worth of waiting.
+    DATABASES[f"replica_{_i}"] = _from_url(_url, connect_timeout=1) | {
+        "TEST": {"MIRROR": "default"}
+    }
+_shard_urls = env_list("DATABASE_SHARD_URLS") or [
+    f"sqlite:///{VAR_DIR / f'shard_{n}.sqlite3'}" for n in range(2)
+]
+for _i, _url in enumerate(_shard_urls):
+    DATABASES[f"shard_{_i}"] = _from_url(_url, connect_timeout=2)
+
+REPLICA_ALIASES = [alias for alias in DATABASES if alias.startswith("replica_")]
+SHARD_ALIASES = [alias for alias in DATABASES if alias.startswith("shard_")]
+DATABASE_ROUTERS = ["store.routing.ShardRouter", "store.routing.PrimaryReplicaRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache -----------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            # django-redis behind a circuit breaker (store/caching.py).
+            "BACKEND": "store.caching.BreakerRedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "storeops",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                # Short timeouts: a dead Redis must degrade to cache misses fast.
+                "SOCKET_CONNECT_TIMEOUT": 0.5,
+                "SOCKET_TIMEOUT": 0.5,
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "storeops",
+            "OPTIONS": {"MAX_ENTRIES": 5000},
+        }
+    }
+
+# --- Console behaviour -----------------------------------------------------
+STOREOPS_STICKY_SECONDS = env_number("STOREOPS_STICKY_SECONDS", 5)
+STOREOPS_MAX_REPLICA_LAG = env_number("STOREOPS_MAX_REPLICA_LAG", 5.0, kind=float)
+STOREOPS_SLOW_QUERY_MS = env_number("STOREOPS_SLOW_QUERY_MS", 200)
+STOREOPS_CACHE_BREAKER_SECONDS = env_number("STOREOPS_CACHE_BREAKER_SECONDS", 5.0, kind=float)
+STOREOPS_LOW_STOCK_THRESHOLD = env_number("STOREOPS_LOW_STOCK_THRESHOLD", 5)
+STOREOPS_SHARD_BUCKETS = 1024
+# How long a process trusts its copy of the bucket map (a move waits this long).
+STOREOPS_SHARD_MAP_SECONDS = env_number("STOREOPS_SHARD_MAP_SECONDS", 2.0, kind=float)
+# Per-shard deadline of a cross-shard read; late shards make the result partial.
+STOREOPS_SHARD_TIMEOUT = env_number("STOREOPS_SHARD_TIMEOUT", 2.0, kind=float)
+# A replica's health (reachable, lag) is re-checked at most this often per process.
+STOREOPS_REPLICA_CHECK_SECONDS = env_number("STOREOPS_REPLICA_CHECK_SECONDS", 2.0, kind=float)
+# The shard-health panel and /readyz share probe results for this long.
+STOREOPS_HEALTH_CACHE_SECONDS = env_number("STOREOPS_HEALTH_CACHE_SECONDS", 1.0, kind=float)
+STOREOPS_DEMO_PASSWORD = env_str("STOREOPS_DEMO_PASSWORD")
+
+# --- Auth, sessions, messages ----------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard-index"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
+# --- I18N / static -----------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing root
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve straight from the app/static folders: no collectstatic step for the demo.
+WHITENOISE_USE_FINDERS = True
+
+DJANGO_TABLES2_TEMPLATE = "django_tables2/bootstrap5.html"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("STOREOPS_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO", "propagate": True}},
+}

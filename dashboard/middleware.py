@@ -1,0 +1,127 @@
+"""Read-your-writes across replicas: pin a client to the primary after it wrote.
+
+A request pins its client when it used an unsafe method *and* committed a write on
+``default`` (seen through an execute wrapper; a write inside a transaction counts
+only once ``on_commit`` fires, so a rolled-back attempt pins nobody). Whatever the
+status code: HTMX POSTs answer 200.
+
+The pin travels in a signed cookie (never the session, whose reads must not depend
+on a replica), valid for ``STOREOPS_STICKY_SECONDS`` at most. On PostgreSQL the
+cookie also carries the primary's WAL position after the write; as soon as the
+replica this request would read from has replayed past it, the pin is dropped
+early. The decision lives in ``store.routing`` context variables, set and reset
+around each request, so it cannot leak to another request or thread.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.http import HttpRequest, HttpResponse
+
+from store import routing
+
+COOKIE = "storeops_primary"
+SALT = "storeops.stickiness"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_WRITE_SQL = re.compile(
+    r"^\s*(?:INSERT|UPDATE|DELETE|MERGE|TRUNCATE|CREATE|ALTER|DROP|COPY)\b", re.IGNORECASE
+)
+# A data-modifying CTE: WITH ... INSERT/UPDATE/DELETE.
+_WRITE_IN_CTE = re.compile(r"^\s*WITH\b.*\b(?:INSERT|UPDATE|DELETE)\b", re.IGNORECASE | re.DOTALL)
+
+
+def is_write(sql: str) -> bool:
+    return bool(_WRITE_SQL.match(sql) or _WRITE_IN_CTE.match(sql))
+
+
+class _CommittedWrites:
+    """Execute wrapper on ``default``: notes writes once they are durable."""
+
+    def __init__(self) -> None:
+        self.committed = False
+
+    def _mark(self) -> None:
+        self.committed = True
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        result = execute(sql, params, many, context)
+        if not self.committed and is_write(sql):
+            connection = context["connection"]
+            if connection.in_atomic_block:
+                # Discarded if the transaction (or this savepoint) rolls back.
+                transaction.on_commit(self._mark, using=connection.alias)
+            else:
+                self._mark()  # autocommit: the statement is already committed
+        return result
+
+
+def _primary_wal_lsn() -> str:
+    primary = connections[routing.PRIMARY]
+    if primary.vendor != "postgresql" or not settings.REPLICA_ALIASES:
+        return ""
+    with primary.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_lsn()::text")
+        row = cursor.fetchone()
+    return str(row[0]) if row else ""
+
+
+class PrimaryStickinessMiddleware:
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        writes = _CommittedWrites()
+        with routing.request_scope():
+            pin = self._read_pin(request)
+            pinned = pin is not None and not self._caught_up(pin)
+            pinned_token = routing.pinned_to_primary.set(pinned)
+            try:
+                with connections[routing.PRIMARY].execute_wrapper(writes):
+                    response = self.get_response(request)
+            finally:
+                routing.pinned_to_primary.reset(pinned_token)
+        if writes.committed and request.method not in SAFE_METHODS:
+            self._pin(response)
+        elif pin is not None and not pinned:
+            response.delete_cookie(COOKIE, samesite="Lax")  # the replica caught up
+        return response
+
+    @staticmethod
+    def _read_pin(request: HttpRequest) -> str | None:
+        """The LSN written by the client's last write ("" off PostgreSQL), or None.
+
+        An expired or tampered cookie reads as no pin.
+        """
+        value = request.get_signed_cookie(
+            COOKIE, default=None, salt=SALT, max_age=settings.STOREOPS_STICKY_SECONDS
+        )
+        return value if isinstance(value, str) else None
+
+    @staticmethod
+    def _caught_up(lsn: str) -> bool:
+        if not lsn:
+            return False  # no position to compare: the time window decides
+        replica = routing.choose_replica()  # the one replica this request will use
+        return replica != routing.PRIMARY and routing.replica_has_replayed(replica, lsn)
+
+    @staticmethod
+    def _pin(response: HttpResponse) -> None:
+        response.set_signed_cookie(
+            COOKIE,
+            _primary_wal_lsn(),
+            salt=SALT,
+            max_age=settings.STOREOPS_STICKY_SECONDS,
+            httponly=True,
+            secure=settings.SESSION_COOKIE_SECURE,
+            samesite="Lax",
+        )

@@ -1,0 +1,339 @@
+"""The panel registry, and one panel's run for one request.
+
+A panel is a name (the contract in DESIGN.md), a parameter form, a selector call,
+the cache namespaces its data depends on and the HTMX events that make it refresh.
+Each panel's partial in ``templates/dashboard/index.html`` renders ``run.result``
+inside a ``{% cache %}`` fragment keyed by user id + namespace versions + params;
+the selector runs only when that fragment is missing (``run.result`` is lazy).
+
+Adding a panel's content (outbox, shard-health): set ``compute`` on its entry below
+to a function of the cleaned params that calls a selector, and fill the marked
+block of its partial in index.html. Until then the panel says "not available yet".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
+from django.core.cache.utils import make_template_fragment_key
+from django.db import DatabaseError
+from django.http import QueryDict
+from django.urls import reverse
+
+from dashboard import forms
+from store import caching, querylog
+from store.health import shard_health_overview
+from store.selectors.outbox import outbox_stats
+from store.selectors.rankings import rank_window
+from store.selectors.shops import shop_activity
+from store.selectors.stats import CATEGORY_STATS_COLUMNS, category_groups, category_stats
+from store.selectors.stock import low_stock
+from store.selectors.trending import trending
+
+logger = logging.getLogger("dashboard.panels")
+
+Params = dict[str, Any]
+# Parameters that change how a panel is shown, not what it computes.
+PRESENTATION_PARAMS = frozenset({"every"})
+
+
+@dataclass(frozen=True)
+class Panel:
+    name: str
+    title: str
+    form_class: type[forms.PanelForm]
+    # params -> selector result (picklable); None: the panel's issue has not landed.
+    compute: Callable[[Params], Any] | None
+    namespaces: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    ttl: int = 60  # seconds data and fragments stay fresh
+    stale_ttl: int = 300  # seconds stale data may still be served during a recompute
+    interval: int = 30  # default auto-refresh, seconds
+    columns: tuple[tuple[str, str], ...] = ()  # sortable (column, header) pairs
+
+    def form(self, data: Any = None) -> forms.PanelForm:
+        return self.form_class(data, prefix=self.name, interval=self.interval)
+
+    def data_key(self, params: Params) -> str:
+        return f"panel:{self.name}:{_encode(params)}"
+
+
+def _encode(params: Params) -> str:
+    return urlencode(sorted((k, v) for k, v in params.items() if k not in PRESENTATION_PARAMS))
+
+
+CATEGORY_STATS_HEADERS = (
+    "Category",
+    "Products",
+    "Avg price",
+    "Min",
+    "Max",
+    "Stock",
+    "Low",
+    "Revenue",
+)
+ALL_EVENTS = ("stock-changed", "order-paid", "prices-changed")
+
+PANELS: dict[str, Panel] = {
+    panel.name: panel
+    for panel in (
+        Panel(
+            name="category-stats",
+            title="Category statistics",
+            form_class=forms.CategoryStatsForm,
+            compute=lambda p: category_stats(
+                low_stock_threshold=settings.STOREOPS_LOW_STOCK_THRESHOLD, sort=p["sort"]
+            ),
+            namespaces=("catalog", "stock", "orders"),
+            events=ALL_EVENTS,
+            ttl=120,
+            columns=tuple(zip(CATEGORY_STATS_COLUMNS, CATEGORY_STATS_HEADERS, strict=True)),
+        ),
+        Panel(
+            name="category-groups",
+            title="Shop and category groups",
+            form_class=forms.CategoryGroupsForm,
+            compute=lambda p: category_groups(min_avg_price=p["min_avg_price"]),
+            namespaces=("catalog",),
+            events=("prices-changed",),
+            ttl=120,
+        ),
+        Panel(
+            name="rank-window",
+            title="Top products per category",
+            form_class=forms.RankWindowForm,
+            compute=lambda p: rank_window(by=p["by"], function=p["function"], top=p["top"]),
+            namespaces=("catalog", "orders"),
+            events=("prices-changed", "order-paid"),
+            ttl=120,
+        ),
+        Panel(
+            name="low-stock",
+            title="Low stock",
+            form_class=forms.LowStockForm,
+            compute=lambda p: low_stock(threshold=p["threshold"]),
+            namespaces=("stock",),
+            events=("stock-changed", "order-paid"),
+            ttl=60,
+            interval=15,
+        ),
+        Panel(
+            name="trending",
+            title="Trending products",
+            form_class=forms.TrendingForm,
+            compute=lambda p: trending(window=p["window"]),
+            namespaces=("orders", "catalog"),
+            events=("order-paid", "prices-changed"),
+            ttl=60,
+        ),
+        Panel(
+            name="shop-activity",
+            title="Shop activity",
+            form_class=forms.NoParamsForm,
+            compute=lambda p: shop_activity(),
+            namespaces=("orders", "catalog"),
+            events=("order-paid",),
+            ttl=60,
+        ),
+        Panel(
+            name="outbox",
+            title="Outbox",
+            form_class=forms.NoParamsForm,
+            compute=lambda p: outbox_stats(),
+            namespaces=("outbox",),
+            events=ALL_EVENTS,
+            ttl=10,
+            interval=10,
+        ),
+        Panel(
+            name="shard-health",
+            title="Shard health",
+            form_class=forms.NoParamsForm,
+            # Probes are cached by store.health for STOREOPS_HEALTH_CACHE_SECONDS (1 s);
+            # with this 1 s an outage shows on any render 2 s after it started. Stale
+            # health is worse than none, so the panel keeps no stale copy.
+            compute=lambda p: shard_health_overview(),
+            namespaces=(),
+            events=(),
+            ttl=1,
+            stale_ttl=1,
+            interval=5,
+        ),
+    )
+}
+
+
+@dataclass
+class PanelResult:
+    computed: caching.Computed[Any] | None = None
+    error: str = ""
+    queries: querylog.QueryLog | None = None
+
+    @property
+    def value(self) -> Any:
+        return self.computed.value if self.computed else None
+
+
+@dataclass
+class PanelRun:
+    """One panel for one request: parameters, cache key parts, and lazy data."""
+
+    panel: Panel
+    params: Params
+    problems: list[str]
+    user: AbstractBaseUser | AnonymousUser
+    versions: dict[str, int] = field(default_factory=dict)
+    evaluated: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.panel.name
+
+    @property
+    def available(self) -> bool:
+        return self.panel.compute is not None
+
+    @property
+    def every(self) -> int:
+        return int(self.params["every"])
+
+    @property
+    def controls(self) -> forms.PanelForm:
+        """The parameter form, unbound, showing the values in effect."""
+        return self.panel.form_class(
+            initial=self.params, prefix=self.name, interval=self.panel.interval
+        )
+
+    @property
+    def query_items(self) -> list[tuple[str, Any]]:
+        return [(f"{self.name}-{k}", v) for k, v in self.params.items()]
+
+    @property
+    def query_string(self) -> str:
+        return urlencode(self.query_items)
+
+    @property
+    def url(self) -> str:
+        return f"{reverse('dashboard-panel', args=[self.name])}?{self.query_string}"
+
+    @property
+    def trigger(self) -> str:
+        # Polling pauses while the tab is hidden; console.js fires "refresh" on return.
+        parts = [f"every {self.every}s [document.visibilityState === 'visible']", "refresh"]
+        parts += [f"{event} from:body" for event in self.panel.events]
+        return ", ".join(parts)
+
+    # The {% cache %} vary-on list: user.pk, these two, every (see fragment_key).
+    @property
+    def versions_key(self) -> str:
+        return ",".join(f"{ns}={v}" for ns, v in sorted(self.versions.items()))
+
+    @property
+    def params_key(self) -> str:
+        return _encode(self.params)
+
+    @property
+    def fragment_key(self) -> str:
+        user_id = getattr(self.user, "pk", None)
+        vary_on = [user_id, self.versions_key, self.params_key, self.every]
+        return make_template_fragment_key(self.name, vary_on)
+
+    @cached_property
+    def result(self) -> PanelResult:
+        """Runs the selector (through the shared data cache): only on a fragment miss."""
+        self.evaluated = True
+        return load(self.panel, self.params)
+
+    @property
+    def cache_state(self) -> str:
+        """What the footer says about where this rendering came from."""
+        if not self.evaluated:
+            return "fragment hit"
+        result = self.result
+        if result.computed is None:
+            return "miss"
+        if result.computed.stale:
+            return "stale data (refreshing)"
+        return "fragment miss, data hit" if result.computed.hit else "miss"
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return caching.counters(self.name)
+
+    def finish(self) -> None:
+        """After rendering: count, keep the queries for the inspector, and drop a
+        fragment that holds an error so the next request tries again."""
+        if not self.available:
+            return
+        caching.count(self.name, "miss" if self.evaluated else "hit")
+        if not self.evaluated:
+            return
+        result = self.result
+        if result.queries is not None:
+            querylog.save(result.queries)
+        # An error or stale data must not stick for a whole TTL: drop that fragment.
+        if result.error or (result.computed is not None and result.computed.stale):
+            cache.delete(self.fragment_key)
+
+
+def load(panel: Panel, params: Params) -> PanelResult:
+    """A panel's data: shared by every user (it is user-independent), computed by
+    one worker at a time, its SQL tagged and recorded for the inspector."""
+    compute = panel.compute
+    if compute is None:
+        return PanelResult()
+    with querylog.capture(panel.name) as log:
+        try:
+            computed = caching.get_or_compute(
+                panel.data_key(params),
+                lambda: compute(params),
+                panel.ttl,
+                panel.stale_ttl,
+                namespaces=panel.namespaces,
+                counter=f"{panel.name}:data",
+            )
+        except DatabaseError as exc:
+            logger.exception("panel %s failed", panel.name)
+            return PanelResult(error=f"The query failed: {exc}", queries=log)
+    return PanelResult(computed=computed, queries=log)
+
+
+def get_panel(name: str) -> Panel | None:
+    return PANELS.get(name)
+
+
+def start(panel: Panel, data: Any, user: AbstractBaseUser | AnonymousUser) -> PanelRun:
+    """Parse the panel's parameters (defaults plus messages on bad input)."""
+    params, problems = panel.form(data).params()
+    versions = caching.namespace_versions(*panel.namespaces) if panel.namespaces else {}
+    return PanelRun(panel=panel, params=params, problems=problems, user=user, versions=versions)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A placeholder on the dashboard that loads its panel once the page is up."""
+
+    panel: Panel
+    url: str
+
+
+def frames(query: QueryDict) -> list[Frame]:
+    """Every panel, pointed at with its own parameters from the dashboard URL.
+
+    The raw values pass through unparsed: the panel request validates them and
+    shows a message if they are bad.
+    """
+    found = []
+    for panel in PANELS.values():
+        mine = [(k, v) for k, v in query.items() if k.startswith(f"{panel.name}-")]
+        url = reverse("dashboard-panel", args=[panel.name])
+        found.append(Frame(panel=panel, url=f"{url}?{urlencode(mine)}" if mine else url))
+    return found

@@ -1,0 +1,34 @@
+"""The dashboard page and the liveness probe."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required, permission_required
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from dashboard import panels
+from dashboard.http import HtmxHttpRequest
+from dashboard.views.panels import private_htmx
+from store.selectors.overview import store_overview
+
+
+@require_GET
+@permission_required("store.view_dashboard", raise_exception=True)
+@private_htmx
+def index(request: HtmxHttpRequest) -> HttpResponse:
+    overview = store_overview(low_stock_threshold=settings.STOREOPS_LOW_STOCK_THRESHOLD)
+    # Panels load themselves after the page (hx-trigger="load"), with the
+    # parameters this URL carries for them.
+    frames = panels.frames(request.GET)
+    return render(request, "dashboard/index.html", {"overview": overview, "frames": frames})
+
+
+@login_not_required
+@never_cache
+@require_GET
+def healthz(request: HtmxHttpRequest) -> JsonResponse:
+    """Liveness: the process answers. Database state belongs to /readyz."""
+    return JsonResponse({"status": "ok"})

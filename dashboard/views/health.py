@@ -1,0 +1,42 @@
+"""Readiness: the per-database status of the shard-health panel, as JSON."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from dashboard.http import HtmxHttpRequest
+from store.health import health_snapshot
+
+
+@login_not_required
+@never_cache
+@require_GET
+def readyz(request: HtmxHttpRequest) -> JsonResponse:
+    """200 while the primary answers (replicas or shards may be degraded), else 503.
+
+    Load balancers poll this: it shares the panel's cached probes, so polling never
+    adds load beyond one probe round per cache interval.
+    """
+    snapshot = health_snapshot()
+    body = {
+        "status": snapshot.status,
+        "checked_at": snapshot.taken_at,
+        "databases": {
+            probe.alias: {
+                "kind": probe.kind,
+                "status": probe.status,
+                "reachable": probe.reachable,
+                "latency_ms": probe.latency_ms,
+                "role": probe.role,
+                "lag_seconds": probe.lag_seconds,
+                "lag_bytes": probe.lag_bytes,
+                # No reasons or error texts: this endpoint needs no login, and they
+                # name hosts and queries. The shard-health panel shows them to staff.
+            }
+            for probe in snapshot.probes
+        },
+    }
+    return JsonResponse(body, status=503 if snapshot.status == "down" else 200)

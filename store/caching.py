@@ -1,0 +1,330 @@
+"""Versioned cache namespaces.
+
+Every cached fragment or aggregate includes the versions of the data namespaces it
+was computed from. A write bumps the namespaces it touched (an atomic INCR) after
+its transaction commits, so every dependent entry, for every user, goes stale at
+once without scanning keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import random
+import secrets
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+from django.core.cache import cache, caches
+from django.db import transaction
+from django.utils import timezone
+from django_redis.cache import RedisCache
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import LockError, RedisError
+
+NAMESPACES = ("catalog", "stock", "orders", "outbox", "customers")
+
+
+def _version_key(namespace: str) -> str:
+    return f"ns:{namespace}:v"
+
+
+def namespace_versions(*namespaces: str) -> dict[str, int]:
+    """Current versions (one round trip); a namespace never bumped is version 1."""
+    _check(namespaces)
+    found = cache.get_many([_version_key(ns) for ns in namespaces])
+    return {ns: int(found.get(_version_key(ns), 1)) for ns in namespaces}
+
+
+def bump_now(*namespaces: str) -> None:
+    _check(namespaces)
+    for ns in namespaces:
+        key = _version_key(ns)
+        # One round trip per namespace once its counter exists (every write pays it).
+        try:
+            cache.incr(key)
+        except ValueError:
+            # First bump ever: a never-bumped namespace reads as version 1, so start
+            # at 2; if another process created the counter meanwhile, add() refuses.
+            if not cache.add(key, 2, timeout=None):
+                cache.incr(key)
+
+
+def bump(*namespaces: str, using: str = "default") -> None:
+    """Bump after the current transaction commits (at once outside one)."""
+    _check(namespaces)
+    transaction.on_commit(lambda: bump_now(*namespaces), using=using)
+
+
+def _check(namespaces: tuple[str, ...]) -> None:
+    unknown = set(namespaces) - set(NAMESPACES)
+    if unknown:
+        raise ValueError(f"unknown cache namespace(s): {sorted(unknown)}")
+
+
+# --- Circuit breaker ---------------------------------------------------------
+# A dead Redis must cost one failed call per cool-down, not a connect timeout per
+# call: while the breaker is open every cache operation is a miss (reads) or a
+# no-op (writes), and the database serves the panels.
+
+logger = logging.getLogger("store.caching")
+
+
+class CircuitBreaker:
+    """Opens on a cache error for ``cooldown`` seconds; logs once per opening."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.openings = 0
+        self._open_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def cooldown(self) -> float:
+        return float(getattr(settings, "STOREOPS_CACHE_BREAKER_SECONDS", 5))
+
+    def allows(self) -> bool:
+        return time.monotonic() >= self._open_until
+
+    def trip(self, exc: BaseException) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._open_until:
+                return  # another thread opened it already: one warning per opening
+            self._open_until = now + self.cooldown
+            self.openings += 1
+        logger.warning(
+            "cache %s unavailable (%s: %s): circuit open for %.0f s, serving from the database",
+            self.name,
+            type(exc).__name__,
+            exc,
+            self.cooldown,
+        )
+
+    def reset(self) -> None:
+        with self._lock:
+            self._open_until = 0.0
+
+
+_breakers: dict[str, CircuitBreaker] = {}
+_breakers_lock = threading.Lock()
+
+
+def breaker_for(location: str) -> CircuitBreaker:
+    # Cache objects are per thread; the breaker must be per process and server.
+    with _breakers_lock:
+        return _breakers.setdefault(location, CircuitBreaker(location))
+
+
+CACHE_ERRORS: tuple[type[BaseException], ...] = (ConnectionInterrupted, RedisError, OSError)
+
+
+def _guarded(name: str, fallback: Any) -> Callable[..., Any]:
+    parent = getattr(RedisCache, name)
+
+    @functools.wraps(parent)
+    def method(self: BreakerRedisCache, *args: Any, **kwargs: Any) -> Any:
+        breaker = self.breaker
+        if not breaker.allows():
+            return fallback(*args, **kwargs) if callable(fallback) else fallback
+        try:
+            return parent(self, *args, **kwargs)
+        except CACHE_ERRORS as exc:
+            breaker.trip(exc)
+            return fallback(*args, **kwargs) if callable(fallback) else fallback
+
+    return method
+
+
+def _get_fallback(key: str, default: Any = None, *args: Any, **kwargs: Any) -> Any:
+    return default
+
+
+class BreakerRedisCache(RedisCache):
+    """django-redis behind a circuit breaker: an outage degrades to misses."""
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return breaker_for(str(self._server))
+
+    get = _guarded("get", _get_fallback)
+    get_many = _guarded("get_many", lambda *a, **k: {})
+    set = _guarded("set", False)
+    set_many = _guarded("set_many", lambda *a, **k: [])
+    add = _guarded("add", False)
+    delete = _guarded("delete", False)
+    delete_many = _guarded("delete_many", 0)
+    incr = _guarded("incr", 0)
+    decr = _guarded("decr", 0)
+    has_key = _guarded("has_key", False)
+    touch = _guarded("touch", False)
+    clear = _guarded("clear", False)
+
+
+def cache_available() -> bool:
+    """False while the default cache's breaker is open (the UI says so)."""
+    backend = caches["default"]
+    return not isinstance(backend, BreakerRedisCache) or backend.breaker.allows()
+
+
+# --- Per-panel counters ------------------------------------------------------
+# Kept in process memory on purpose: they must keep counting while the cache is
+# down, and they describe this worker (the panel footer says so).
+
+_counters: dict[str, Counter[str]] = defaultdict(Counter)
+_counters_lock = threading.Lock()
+
+
+def count(name: str, event: str) -> None:
+    with _counters_lock:
+        _counters[name][event] += 1
+
+
+def counters(name: str) -> dict[str, int]:
+    with _counters_lock:
+        return dict(_counters[name])
+
+
+# --- Stampede-safe get_or_compute --------------------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Computed(Generic[T]):
+    value: T
+    computed_at: datetime
+    # True when served from the cache (fresh, or stale while someone recomputes).
+    hit: bool
+    stale: bool = False
+    compute_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    value: Any
+    computed_at: datetime
+    delta: float  # seconds the computation took (XFetch's delta)
+    expires: float  # epoch seconds: soft expiry, after which the value is stale
+    versions: dict[str, int]
+
+
+def _lock_acquire(key: str, timeout: float) -> Any:
+    """A non-blocking lock: django-redis's cache.lock on Redis, cache.add elsewhere.
+
+    Returns a release callable, or None when someone else holds the lock.
+    """
+    backend = caches["default"]
+    if isinstance(backend, BreakerRedisCache) and not backend.breaker.allows():
+        return _compute_alone  # no cache, no lock: compute, as every caller would
+    if isinstance(backend, RedisCache):
+        try:
+            lock = backend.lock(f"lock:{key}", timeout=timeout, blocking=False)
+            if not lock.acquire(blocking=False):
+                return None
+        except CACHE_ERRORS as exc:
+            if isinstance(backend, BreakerRedisCache):
+                backend.breaker.trip(exc)
+            return _compute_alone
+
+        def release() -> None:
+            with contextlib.suppress(*CACHE_ERRORS, LockError):
+                lock.release()
+
+        return release
+    token = secrets.token_hex(8)
+    lock_key = f"lock:{key}"
+    if not backend.add(lock_key, token, timeout=timeout):
+        return None
+
+    def release_add() -> None:
+        # Only the owner deletes: a lock that timed out may belong to someone else now.
+        if backend.get(lock_key) == token:
+            backend.delete(lock_key)
+
+    return release_add
+
+
+def _compute_alone() -> None:
+    """Release for 'no lock could be taken because the cache is down'."""
+
+
+def get_or_compute(
+    key: str,
+    fn: Callable[[], T],
+    ttl: float,
+    stale_ttl: float,
+    *,
+    namespaces: tuple[str, ...] = (),
+    beta: float = 1.0,
+    wait: float = 5.0,
+    counter: str = "",
+) -> Computed[T]:
+    """The cached result of ``fn()``, recomputed by one worker at a time.
+
+    - fresh: served from the cache; XFetch refreshes a hot key early with a
+      probability that grows as expiry nears (and with the compute time);
+    - stale (expired, or computed under older ``namespaces`` versions) but still
+      stored: the lock winner recomputes, everyone else gets the stale value;
+    - cold: the lock winner computes, the others wait up to ``wait`` seconds for
+      its result and compute themselves only if it does not come.
+    The stored entry outlives ``ttl`` by ``stale_ttl`` so stale serving works.
+    """
+    label = counter or key
+    versions = namespace_versions(*namespaces) if namespaces else {}
+    store_key = f"goc:{key}"
+    envelope = cache.get(store_key)
+    if isinstance(envelope, _Envelope):
+        current = envelope.versions == versions
+        early = time.time() - envelope.delta * beta * math.log(1.0 - random.random())
+        if current and early < envelope.expires:
+            count(label, "hit")
+            return Computed(envelope.value, envelope.computed_at, hit=True)
+    else:
+        envelope = None
+
+    release = _lock_acquire(store_key, timeout=max(30.0, stale_ttl))
+    if release is not None:
+        try:
+            return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label)
+        finally:
+            release()
+    if envelope is not None:
+        stale = envelope.versions != versions or time.time() >= envelope.expires
+        count(label, "stale" if stale else "hit")
+        return Computed(envelope.value, envelope.computed_at, hit=True, stale=stale)
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        found = cache.get(store_key)
+        if isinstance(found, _Envelope) and found.versions == versions:
+            count(label, "hit")
+            return Computed(found.value, found.computed_at, hit=True)
+    return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label)
+
+
+def _compute_and_store(
+    store_key: str,
+    fn: Callable[[], T],
+    ttl: float,
+    stale_ttl: float,
+    versions: dict[str, int],
+    label: str,
+) -> Computed[T]:
+    started = time.perf_counter()
+    value = fn()
+    delta = time.perf_counter() - started
+    computed_at = timezone.now()
+    envelope = _Envelope(value, computed_at, delta, time.time() + ttl, versions)
+    cache.set(store_key, envelope, timeout=ttl + stale_ttl)
+    count(label, "miss")
+    return Computed(value, computed_at, hit=False, compute_ms=delta * 1000)

@@ -1,0 +1,353 @@
+"""The store's domain: catalog, orders, the stock ledger, idempotency, outbox, customers.
+
+Money is stored as integer minor units (cents) so no float ever reaches a column.
+Primary-side models live on ``default`` (and its replicas); ``CustomerProfile`` and
+``CustomerEvent`` live on the ``shard_N`` databases (see ``store/sharding.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+# The partial index covers every threshold ops staff normally pick (the default is 5).
+LOW_STOCK_INDEX_MAX = 20
+
+
+class Console(models.Model):
+    """Holds the console-wide permission; no table behind it."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("view_dashboard", "Can see the ops dashboard")]
+
+    def __str__(self) -> str:
+        return "Store Ops Console"
+
+
+class Shop(models.Model):
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=120, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=120, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProductQuerySet(models.QuerySet["Product"]):
+    def public(self) -> ProductQuerySet:
+        return self.filter(is_public=True)
+
+    def low_stock(self, threshold: int) -> ProductQuerySet:
+        return self.filter(stock__lte=threshold)
+
+
+class Product(models.Model):
+    shop = models.ForeignKey(Shop, on_delete=models.PROTECT, related_name="products")
+    category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products")
+    name = models.CharField(max_length=200)
+    sku = models.CharField(max_length=32, unique=True)
+    price = models.PositiveIntegerField(help_text="Price in cents.")
+    # stock == initial_stock + sum(ledger deltas), always; services keep it so.
+    initial_stock = models.PositiveIntegerField(default=0)
+    stock = models.PositiveIntegerField(default=0)
+    rating = models.DecimalField(max_digits=3, decimal_places=2, default=0)
+    is_public = models.BooleanField(default=True)
+    # Optimistic concurrency: every write bumps it; a conditional UPDATE checks it.
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProductQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["pk"]
+        permissions = [
+            ("adjust_stock", "Can adjust stock"),
+            ("change_price", "Can change prices"),
+        ]
+        indexes = [
+            models.Index(fields=["shop", "is_public", "price"], name="product_shop_public_price"),
+            models.Index(fields=["category", "price"], name="product_category_price"),
+            models.Index(
+                fields=["stock"],
+                name="product_low_stock",
+                condition=Q(stock__lte=LOW_STOCK_INDEX_MAX),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(stock__gte=0), name="product_stock_gte_0"),
+            models.CheckConstraint(condition=Q(price__gte=0), name="product_price_gte_0"),
+            models.CheckConstraint(
+                condition=Q(rating__gte=0) & Q(rating__lte=5), name="product_rating_0_5"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class OrderQuerySet(models.QuerySet["Order"]):
+    def paid(self) -> OrderQuerySet:
+        return self.filter(paid=True)
+
+    def open(self) -> OrderQuerySet:
+        return self.filter(paid=False, cancelled_at__isnull=True)
+
+
+class Order(models.Model):
+    # A plain id: customers live on the shards, and there are no cross-database FKs.
+    customer_id = models.PositiveBigIntegerField(db_index=True, verbose_name="customer (user id)")
+    shop = models.ForeignKey(Shop, on_delete=models.PROTECT, related_name="orders")
+    paid = models.BooleanField(default=False)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(db_index=True)
+
+    objects = OrderQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        permissions = [("mark_order_paid", "Can mark orders paid")]
+        indexes = [
+            models.Index(fields=["paid", "created_at"], name="order_paid_created"),
+            models.Index(fields=["shop", "paid", "created_at"], name="order_shop_paid_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Order #{self.pk}"
+
+
+class OrderItem(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="items")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="order_items")
+    quantity = models.PositiveIntegerField()
+    # Snapshot at order time: later price changes never rewrite history.
+    unit_price = models.PositiveIntegerField(help_text="Unit price in cents at order time.")
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="orderitem_quantity_gt_0"),
+            models.CheckConstraint(condition=Q(unit_price__gte=0), name="orderitem_price_gte_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.product_id}"
+
+
+class StockMovement(models.Model):
+    """One row per stock change: the ledger that stock must always agree with."""
+
+    class Method(models.TextChoices):
+        ADJUST = "adjust", "Locked adjustment"
+        OPTIMISTIC = "optimistic", "Optimistic set"
+        ORDER = "order", "Order placed"
+        CANCEL = "cancel", "Order cancelled"
+        ADMIN = "admin", "Admin"
+
+    # No index of its own: movement_product_created (product, created_at) serves
+    # product lookups, and every adjustment would pay to maintain a second one.
+    product = models.ForeignKey(
+        Product, on_delete=models.PROTECT, related_name="movements", db_index=False
+    )
+    delta = models.IntegerField()
+    stock_before = models.PositiveIntegerField()
+    stock_after = models.PositiveIntegerField()
+    reason = models.CharField(max_length=200, blank=True)
+    method = models.CharField(max_length=16, choices=Method.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    order = models.ForeignKey(
+        Order, null=True, blank=True, on_delete=models.PROTECT, related_name="movements"
+    )
+    idempotency_key = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["product", "created_at"], name="movement_product_created")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(stock_after=models.F("stock_before") + models.F("delta")),
+                name="movement_after_is_before_plus_delta",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id} {self.delta:+d}"
+
+
+class IdempotencyKey(models.Model):
+    """A client-chosen key per action POST: the first result is stored and replayed."""
+
+    key = models.CharField(max_length=64)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the request payload.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    response_location = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_user_key"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class OutboxEvent(models.Model):
+    """A side effect written in the same transaction as the change that causes it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    topic = models.CharField(max_length=100)
+    # Events with the same key (e.g. "product:42") are published in creation order.
+    key = models.CharField(max_length=100, blank=True)
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    available_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=100, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    dead_lettered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(
+                fields=["available_at"],
+                name="outbox_pending",
+                condition=Q(published_at__isnull=True, dead_lettered_at__isnull=True),
+            ),
+            # The relay's per-key ordering check: "an older pending event of this key?"
+            models.Index(
+                fields=["key", "created_at"],
+                name="outbox_pending_key",
+                condition=Q(published_at__isnull=True, dead_lettered_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} {self.id}"
+
+
+# --- Sharded customer data (shard_N aliases) ---------------------------------
+
+
+class ShardedQuerySet(models.QuerySet[Any]):
+    def for_user(self, user_id: int) -> Any:
+        from store.sharding import shard_for_user
+
+        return self.using(shard_for_user(user_id)).filter(user_id=user_id)
+
+
+class CustomerProfile(models.Model):
+    user_id = models.PositiveBigIntegerField(unique=True)
+    bucket = models.PositiveSmallIntegerField(db_index=True)
+    name = models.CharField(max_length=120)
+    email = models.EmailField()
+    lifetime_value = models.PositiveBigIntegerField(default=0, help_text="Cents.")
+    created_at = models.DateTimeField()
+
+    objects = ShardedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["user_id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CustomerEvent(models.Model):
+    user_id = models.PositiveBigIntegerField()
+    bucket = models.PositiveSmallIntegerField(db_index=True)
+    kind = models.CharField(max_length=32)
+    product_id = models.PositiveBigIntegerField(null=True, blank=True)
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(db_index=True)
+
+    objects = ShardedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user_id", "created_at"], name="event_user_created")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.user_id}"
+
+
+SHARDED_MODELS = frozenset({"customerprofile", "customerevent"})
+
+
+class ShardBucket(models.Model):
+    """Where a logical bucket lives when it is not where the default map puts it.
+
+    No row means the default contiguous range (``store.sharding``). ``frozen`` is set
+    while ``shards move`` copies the bucket: writes to it are refused for those
+    seconds so no row can land on the source after it was copied.
+    """
+
+    bucket = models.PositiveSmallIntegerField(primary_key=True)
+    alias = models.CharField(max_length=32)
+    frozen = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["bucket"]
+
+    def __str__(self) -> str:
+        return f"bucket {self.bucket} -> {self.alias}"
+
+
+class ShardMove(models.Model):
+    """Progress of one ``shards move``, so an interrupted move resumes where it stopped."""
+
+    class State(models.TextChoices):
+        COPYING = "copying", "Copying"
+        FLIPPED = "flipped", "Map flipped, source not yet cleaned"
+        DONE = "done", "Done"
+
+    first_bucket = models.PositiveSmallIntegerField()
+    last_bucket = models.PositiveSmallIntegerField()
+    target = models.CharField(max_length=32)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.COPYING)
+    # {bucket: source alias} recorded when the buckets were frozen.
+    sources = models.JSONField(default=dict)
+    # Buckets copied and verified (counts and checksums equal on both sides).
+    verified = models.JSONField(default=list)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"buckets {self.first_bucket}-{self.last_bucket} -> {self.target} ({self.state})"

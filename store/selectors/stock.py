@@ -1,0 +1,88 @@
+"""Low-stock flags for the dashboard: which products need restocking, how badly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Case, CharField, Count, IntegerField, Q, Value, When
+
+from store.models import Product
+
+CRITICAL_STOCK = 2  # 1-2 units left is critical; 0 is out of stock
+
+
+@dataclass(frozen=True)
+class LowStockRow:
+    product_id: int
+    name: str
+    sku: str
+    stock: int
+    severity: str  # "out", "critical" or "low"
+    shop: str
+    category: str
+
+
+@dataclass(frozen=True)
+class LowStock:
+    threshold: int
+    total: int
+    out: int
+    critical: int
+    low: int
+    rows: list[LowStockRow]
+
+
+def _severity() -> Case:
+    return Case(
+        When(stock=0, then=Value("out")),
+        When(stock__lte=CRITICAL_STOCK, then=Value("critical")),
+        default=Value("low"),
+        output_field=CharField(),
+    )
+
+
+def low_stock(*, threshold: int, limit: int = 50) -> LowStock:
+    """Products at or under ``threshold`` units, most urgent first (two queries).
+
+    The severity is a Case/When annotation computed by the database; the counts
+    cover every flagged product, the rows only the ``limit`` most urgent.
+    """
+    flagged = Product.objects.low_stock(threshold)
+    counts = flagged.aggregate(
+        total=Count("pk"),
+        out=Count("pk", filter=Q(stock=0)),
+        critical=Count("pk", filter=Q(stock__gt=0, stock__lte=CRITICAL_STOCK)),
+    )
+    rows = (
+        flagged.annotate(
+            severity=_severity(),
+            urgency=Case(
+                When(stock=0, then=Value(0)),
+                When(stock__lte=CRITICAL_STOCK, then=Value(1)),
+                default=Value(2),
+                output_field=IntegerField(),
+            ),
+        )
+        .select_related("shop", "category")
+        .only("name", "sku", "stock", "shop__name", "category__name")
+        .order_by("urgency", "stock", "pk")[:limit]
+    )
+    return LowStock(
+        threshold=threshold,
+        total=counts["total"],
+        out=counts["out"],
+        critical=counts["critical"],
+        low=counts["total"] - counts["out"] - counts["critical"],
+        rows=[
+            LowStockRow(
+                product_id=p.pk,
+                name=p.name,
+                sku=p.sku,
+                stock=p.stock,
+                severity=p.severity,
+                shop=p.shop.name,
+                category=p.category.name,
+            )
+            for p in rows
+        ],
+    )

@@ -1,0 +1,195 @@
+"""Orders: placing (locks products in ascending pk order), marking paid, cancelling.
+
+Cancelling is the compensating step of the order saga: it restocks every line
+with ledger rows that point back at the order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from django.db.models import F
+from django.utils import timezone
+
+from store.caching import bump
+from store.exceptions import (
+    InsufficientStock,
+    InvalidOrder,
+    OrderCancelled,
+    OrderNeedsRefund,
+)
+from store.models import Order, OrderItem, Product, Shop, StockMovement
+from store.services.outbox import actor_ref, outbox_enqueue
+from store.services.retry import atomic_with_retry
+from store.services.stock import Actor, _record
+
+MAX_LINE_QUANTITY = 10_000
+
+
+def _lock_products(product_ids: Iterable[int]) -> dict[int, Product]:
+    """Row locks taken in ascending pk order: two orders never wait on each other in a cycle."""
+    locked = (
+        Product.objects.select_for_update()
+        .filter(pk__in=sorted(set(product_ids)))
+        .order_by("pk")
+        .only("pk", "shop_id", "stock", "price", "version")
+    )
+    return {product.pk: product for product in locked}
+
+
+def _move_stock(
+    products: dict[int, Product],
+    deltas: dict[int, int],
+    *,
+    method: str,
+    actor: Actor,
+    reason: str,
+    order_id: int,
+) -> None:
+    """Apply each product's delta with its ledger row, in ascending pk order."""
+    for pk in sorted(deltas):
+        product = products[pk]
+        before = product.stock
+        Product.objects.filter(pk=pk).update(
+            stock=before + deltas[pk], version=F("version") + 1, updated_at=timezone.now()
+        )
+        product.stock = before + deltas[pk]
+        product.version += 1
+        _record(
+            product=product,
+            before=before,
+            after=product.stock,
+            method=method,
+            actor=actor,
+            reason=reason,
+            idempotency_key="",
+            order_id=order_id,
+        )
+
+
+def order_place(*, user: Actor, shop: Shop, lines: Iterable[tuple[int, int]]) -> Order:
+    """Place an order for ``(product_id, quantity)`` lines in one transaction."""
+    wanted: Counter[int] = Counter()
+    for product_id, quantity in lines:
+        if quantity <= 0 or quantity > MAX_LINE_QUANTITY:
+            raise InvalidOrder(f"Quantities must be between 1 and {MAX_LINE_QUANTITY}.")
+        wanted[product_id] += quantity
+    if not wanted:
+        raise InvalidOrder("An order needs at least one line.")
+    customer_id = actor_ref(user)
+    if customer_id is None:
+        raise InvalidOrder("Orders are placed for a signed-in customer.")
+
+    def apply() -> Order:
+        products = _lock_products(wanted)
+        missing = set(wanted) - set(products)
+        if missing:
+            raise InvalidOrder(f"Unknown product(s): {sorted(missing)}.")
+        if any(p.shop_id != shop.pk for p in products.values()):
+            raise InvalidOrder(f"Every product must belong to {shop}.")
+        for pk in sorted(wanted):
+            if products[pk].stock < wanted[pk]:
+                raise InsufficientStock(
+                    product_id=pk, available=products[pk].stock, requested=wanted[pk]
+                )
+        order = Order.objects.create(customer_id=customer_id, shop=shop, created_at=timezone.now())
+        OrderItem.objects.bulk_create(
+            OrderItem(
+                order=order, product_id=pk, quantity=wanted[pk], unit_price=products[pk].price
+            )
+            for pk in sorted(wanted)
+        )
+        _move_stock(
+            products,
+            {pk: -quantity for pk, quantity in wanted.items()},
+            method=StockMovement.Method.ORDER,
+            actor=user,
+            reason=f"order #{order.pk}",
+            order_id=order.pk,
+        )
+        outbox_enqueue(
+            topic="order.placed",
+            key=f"order:{order.pk}",
+            payload={
+                "order_id": order.pk,
+                "shop_id": shop.pk,
+                "customer_id": customer_id,
+                "lines": [[pk, wanted[pk], products[pk].price] for pk in sorted(wanted)],
+            },
+        )
+        bump("orders")
+        return order
+
+    return atomic_with_retry(apply)
+
+
+def order_total(order: Order) -> int:
+    return sum(item.quantity * item.unit_price for item in order.items.all())
+
+
+def order_mark_paid(*, order: Order | int, actor: Actor) -> tuple[Order, bool]:
+    """Mark paid once; returns the order and whether this call changed it."""
+    pk = order if isinstance(order, int) else order.pk
+
+    def apply() -> tuple[Order, bool]:
+        locked = Order.objects.select_for_update().get(pk=pk)
+        if locked.cancelled_at is not None:
+            raise OrderCancelled(pk=pk)
+        if locked.paid:
+            return locked, False
+        locked.paid = True
+        locked.paid_at = timezone.now()
+        locked.version += 1
+        locked.save(update_fields=["paid", "paid_at", "version"])
+        outbox_enqueue(
+            topic="order.paid",
+            key=f"order:{pk}",
+            payload={"order_id": pk, "actor_id": actor_ref(actor)},
+        )
+        # Orders feed trending and the order panels; their fragments go stale at once.
+        bump("orders")
+        return locked, True
+
+    return atomic_with_retry(apply)
+
+
+def order_cancel(*, order: Order | int, actor: Actor, reason: str, refunded: bool = False) -> Order:
+    """Cancel and restock every line; idempotent. A paid order must be refunded first."""
+    pk = order if isinstance(order, int) else order.pk
+
+    def apply() -> Order:
+        locked = Order.objects.select_for_update().get(pk=pk)
+        if locked.cancelled_at is not None:
+            return locked
+        if locked.paid and not refunded:
+            raise OrderNeedsRefund(pk=pk)
+        items = list(OrderItem.objects.filter(order_id=pk).order_by("product_id"))
+        quantities: Counter[int] = Counter()
+        for item in items:
+            quantities[item.product_id] += item.quantity
+        _move_stock(
+            _lock_products(quantities),
+            quantities,
+            method=StockMovement.Method.CANCEL,
+            actor=actor,
+            reason=reason or f"order #{pk} cancelled",
+            order_id=pk,
+        )
+        locked.cancelled_at = timezone.now()
+        locked.version += 1
+        locked.save(update_fields=["cancelled_at", "version"])
+        outbox_enqueue(
+            topic="order.cancelled",
+            key=f"order:{pk}",
+            payload={
+                "order_id": pk,
+                "actor_id": actor_ref(actor),
+                "reason": reason,
+                "refunded": refunded,
+            },
+        )
+        bump("orders")
+        return locked
+
+    return atomic_with_retry(apply)

@@ -1,0 +1,80 @@
+"""Bulk price changes: one atomic UPDATE in integer arithmetic, versions bumped, audited."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from django.db.models import BigIntegerField, F, Q
+from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from store.caching import bump
+from store.exceptions import NothingToChange, StockLimitExceeded
+from store.models import Product
+from store.services.outbox import actor_ref, outbox_enqueue
+from store.services.retry import atomic_with_retry
+from store.services.stock import MAX_UNITS, Actor
+
+logger = logging.getLogger(__name__)
+
+MIN_PERCENT = -90
+MAX_PERCENT = 100
+
+
+@dataclass(frozen=True)
+class PriceFilter:
+    shop_id: int | None = None
+    category_id: int | None = None
+
+    def q(self) -> Q:
+        q = Q()
+        if self.shop_id is not None:
+            q &= Q(shop_id=self.shop_id)
+        if self.category_id is not None:
+            q &= Q(category_id=self.category_id)
+        return q
+
+
+def new_price_expression(percent: int) -> CombinedExpression:
+    """round(price * (100 + percent) / 100) half up, in 64-bit integers on every backend."""
+    scaled = Cast(F("price"), BigIntegerField()) * (100 + percent) + 50
+    return scaled / 100
+
+
+def price_change(*, filters: PriceFilter, percent: int, actor: Actor) -> int:
+    """Raise or lower every matching price by ``percent``; returns how many changed."""
+    if not MIN_PERCENT <= percent <= MAX_PERCENT or percent == 0:
+        raise ValueError(f"percent must be in [{MIN_PERCENT}, {MAX_PERCENT}] and not 0")
+
+    def apply() -> int:
+        matching = Product.objects.filter(filters.q())
+        # The largest price decides whether the new value still fits the column.
+        top = matching.order_by("-price").values_list("price", flat=True).first()
+        if top is None:
+            raise NothingToChange()
+        if (top * (100 + percent) + 50) // 100 > MAX_UNITS:
+            raise StockLimitExceeded(maximum=MAX_UNITS)
+        changed = matching.update(
+            price=new_price_expression(percent),
+            version=F("version") + 1,
+            updated_at=timezone.now(),
+        )
+        outbox_enqueue(
+            topic="prices.changed",
+            key="",
+            payload={
+                "filters": asdict(filters),
+                "percent": percent,
+                "changed": changed,
+                "actor_id": actor_ref(actor),
+            },
+        )
+        logger.info(
+            "prices changed by %+d%% on %d products by user %s", percent, changed, actor_ref(actor)
+        )
+        bump("catalog")
+        return changed
+
+    return atomic_with_retry(apply)

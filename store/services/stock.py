@@ -1,0 +1,267 @@
+"""Stock writes: locked adjustments and optimistic sets, each with its ledger row.
+
+Invariant kept by every function here: ``stock == initial_stock + sum(ledger deltas)``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connections
+from django.db.models import F
+from django.utils import timezone
+
+from store.caching import bump
+from store.exceptions import InsufficientStock, StockLimitExceeded, VersionConflict
+from store.models import Product, StockMovement
+from store.services.outbox import actor_ref, outbox_enqueue
+from store.services.retry import atomic_with_retry
+
+# PositiveIntegerField is a 32-bit column on PostgreSQL.
+MAX_UNITS = 2_147_483_647
+
+Actor = AbstractBaseUser | AnonymousUser | None
+
+
+@dataclass(frozen=True)
+class StockChange:
+    product: Product
+    movement: StockMovement | None
+
+
+def _record(
+    *,
+    product: Product,
+    before: int,
+    after: int,
+    method: str,
+    actor: Actor,
+    reason: str,
+    idempotency_key: str,
+    order_id: int | None = None,
+) -> StockMovement:
+    """Ledger row + outbox event + cache bump for one product's change."""
+    movement = StockMovement.objects.create(
+        product=product,
+        delta=after - before,
+        stock_before=before,
+        stock_after=after,
+        reason=reason[:200],
+        method=method,
+        actor_id=actor_ref(actor),
+        order_id=order_id,
+        idempotency_key=idempotency_key,
+    )
+    outbox_enqueue(
+        topic="stock.changed",
+        key=f"product:{product.pk}",
+        payload={
+            "product_id": product.pk,
+            "delta": after - before,
+            "stock_before": before,
+            "stock_after": after,
+            "method": method,
+            "actor_id": actor_ref(actor),
+            "order_id": order_id,
+            "movement_id": movement.pk,
+        },
+    )
+    bump("stock")
+    return movement
+
+
+def stock_adjust(
+    *,
+    product: Product | int,
+    delta: int,
+    actor: Actor,
+    reason: str = "",
+    idempotency_key: str = "",
+) -> StockChange:
+    """Add ``delta`` (signed) under a row lock; never below zero."""
+    pk = product if isinstance(product, int) else product.pk
+    if connections["default"].vendor == "postgresql":
+        return _adjust_in_one_statement(
+            pk=pk, delta=delta, actor=actor, reason=reason, idempotency_key=idempotency_key
+        )
+
+    def apply() -> StockChange:
+        locked = Product.objects.select_for_update().only("pk", "stock", "version").get(pk=pk)
+        before = locked.stock
+        after = before + delta
+        if after < 0:
+            raise InsufficientStock(product_id=pk, available=before, requested=-delta)
+        if after > MAX_UNITS:
+            raise StockLimitExceeded(maximum=MAX_UNITS)
+        Product.objects.filter(pk=pk).update(
+            stock=after, version=F("version") + 1, updated_at=timezone.now()
+        )
+        locked.stock = after
+        locked.version += 1
+        movement = _record(
+            product=locked,
+            before=before,
+            after=after,
+            method=StockMovement.Method.ADJUST,
+            actor=actor,
+            reason=reason,
+            idempotency_key=idempotency_key,
+        )
+        return StockChange(product=locked, movement=movement)
+
+    return atomic_with_retry(apply)
+
+
+# PostgreSQL: the conditional UPDATE takes the row lock (FOR NO KEY UPDATE, the lock
+# SELECT ... FOR UPDATE would take, minus blocking FK checks) and re-checks the stock
+# on the newest row version; the ledger row and the outbox event are written by the
+# same statement. Outside a transaction it runs in autocommit, so the hot row's lock
+# is held only for the server-side execution and commit, never across round trips.
+# Timestamps come from clock_timestamp(), read after the lock is granted, so one
+# product's events sort in the order their changes were applied (the relay's order).
+_ADJUST_SQL = """
+WITH changed AS (
+    UPDATE store_product
+       SET stock = stock + %(delta)s, version = version + 1, updated_at = clock_timestamp()
+     WHERE id = %(pk)s AND stock::bigint + %(delta)s BETWEEN 0 AND %(max)s
+ RETURNING id, stock - %(delta)s AS stock_before, stock AS stock_after, version
+), movement AS (
+    INSERT INTO store_stockmovement (product_id, delta, stock_before, stock_after, reason,
+                                     method, actor_id, order_id, idempotency_key, created_at)
+    SELECT id, %(delta)s, stock_before, stock_after, %(reason)s,
+           %(method)s, %(actor)s, NULL, %(key)s, clock_timestamp()
+      FROM changed
+ RETURNING id, product_id, stock_before, stock_after, created_at
+), event AS (
+    INSERT INTO store_outboxevent (id, topic, "key", payload, created_at, available_at,
+                                   attempts, claimed_by, last_error)
+    SELECT %(event_id)s, 'stock.changed', 'product:' || product_id,
+           jsonb_build_object(
+               'product_id', product_id, 'delta', %(delta)s::integer,
+               'stock_before', stock_before, 'stock_after', stock_after,
+               'method', %(method)s::text, 'actor_id', %(actor)s::bigint,
+               'order_id', NULL, 'movement_id', id),
+           clock_timestamp(), clock_timestamp(), 0, '', ''
+      FROM movement
+)
+SELECT movement.id, movement.stock_before, movement.stock_after, changed.version,
+       movement.created_at
+  FROM movement JOIN changed ON changed.id = movement.product_id
+"""
+
+
+def _adjust_in_one_statement(
+    *, pk: int, delta: int, actor: Actor, reason: str, idempotency_key: str
+) -> StockChange:
+    reason = reason[:200]
+    actor_id = actor_ref(actor)
+    params: dict[str, Any] = {
+        "pk": pk,
+        "delta": delta,
+        "max": MAX_UNITS,
+        "reason": reason,
+        "method": StockMovement.Method.ADJUST.value,
+        "actor": actor_id,
+        "key": idempotency_key,
+        "event_id": uuid.uuid4(),
+    }
+    with connections["default"].cursor() as cursor:
+        cursor.execute(_ADJUST_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        current = Product.objects.filter(pk=pk).values_list("stock", flat=True).first()
+        if current is None:
+            raise Product.DoesNotExist(f"No product {pk}.")
+        if current + delta < 0:
+            raise InsufficientStock(product_id=pk, available=current, requested=-delta)
+        raise StockLimitExceeded(maximum=MAX_UNITS)
+    movement_id, before, after, version, created_at = row
+    bump("stock", "outbox")  # after commit; at once in autocommit
+    movement = StockMovement(
+        id=movement_id,
+        product_id=pk,
+        delta=delta,
+        stock_before=before,
+        stock_after=after,
+        reason=reason,
+        method=StockMovement.Method.ADJUST,
+        actor_id=actor_id,
+        idempotency_key=idempotency_key,
+        created_at=created_at,
+    )
+    movement._state.adding = False
+    # Only the fields this statement knows; any other attribute loads on access.
+    changed = Product.from_db("default", ["id", "stock", "version"], [pk, after, version])
+    return StockChange(product=changed, movement=movement)
+
+
+def stock_set_optimistic(
+    *,
+    product: Product | int,
+    expected_version: int,
+    new_stock: int,
+    new_price: int | None = None,
+    actor: Actor,
+    reason: str = "",
+    idempotency_key: str = "",
+) -> StockChange:
+    """Set stock (and price) only if nobody wrote since ``expected_version``.
+
+    No lock is held while the user edits: the conditional UPDATE decides, and a
+    conflict carries the current values for the form to show.
+    """
+    pk = product if isinstance(product, int) else product.pk
+    if not 0 <= new_stock <= MAX_UNITS or (
+        new_price is not None and not 0 <= new_price <= MAX_UNITS
+    ):
+        raise StockLimitExceeded(maximum=MAX_UNITS)
+
+    def apply() -> StockChange:
+        # Every write bumps the version, so the stock read at the expected version
+        # is exactly the stock the conditional UPDATE replaces.
+        seen = Product.objects.only("pk", "stock", "price", "version").get(pk=pk)
+        changes: dict[str, object] = {
+            "stock": new_stock,
+            "version": F("version") + 1,
+            "updated_at": timezone.now(),
+        }
+        if new_price is not None:
+            changes["price"] = new_price
+        won = (
+            seen.version == expected_version
+            and Product.objects.filter(pk=pk, version=expected_version).update(**changes) == 1
+        )
+        if not won:
+            current = Product.objects.values("stock", "price", "version").get(pk=pk)
+            raise VersionConflict(current=dict(current))
+        updated = Product.objects.get(pk=pk)
+        movement = None
+        if new_stock != seen.stock:
+            movement = _record(
+                product=updated,
+                before=seen.stock,
+                after=new_stock,
+                method=StockMovement.Method.OPTIMISTIC,
+                actor=actor,
+                reason=reason,
+                idempotency_key=idempotency_key,
+            )
+        if new_price is not None and new_price != seen.price:
+            outbox_enqueue(
+                topic="price.changed",
+                key=f"product:{pk}",
+                payload={
+                    "product_ids": [pk],
+                    "price_before": seen.price,
+                    "price_after": new_price,
+                    "actor_id": actor_ref(actor),
+                    "reason": reason,
+                },
+            )
+            bump("catalog")
+        return StockChange(product=updated, movement=movement)
+
+    return atomic_with_retry(apply)

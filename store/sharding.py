@@ -1,0 +1,189 @@
+"""Customer data is spread over ``shard_N`` databases by a stable hash of ``user_id``.
+
+Users hash into ``STOREOPS_SHARD_BUCKETS`` (1024) logical buckets; buckets map to
+physical shard aliases. The default map splits the buckets into contiguous ranges,
+one per configured shard, so adding a shard means moving ranges, never rehashing.
+Buckets moved by ``manage.py shards move`` are recorded in ``ShardBucket`` rows on
+the primary; every process re-reads them at most ``STOREOPS_SHARD_MAP_SECONDS``
+after a change, which is why a move waits that long before it relies on a flip.
+
+Cross-shard reads go through ``scatter_gather``: one thread per shard, a per-shard
+deadline, and a result that says which shards did not answer (``partial``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from django.conf import settings
+from django.db import DatabaseError, connections
+
+from store.exceptions import BucketMoving
+
+T = TypeVar("T")
+
+
+def bucket_for_user(user_id: int) -> int:
+    """Stable across processes and Python versions (unlike ``hash()``)."""
+    digest = hashlib.blake2b(int(user_id).to_bytes(8, "big", signed=False), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") % settings.STOREOPS_SHARD_BUCKETS
+
+
+def default_bucket_ranges() -> dict[str, range]:
+    """Contiguous, near-equal bucket ranges, one per shard alias."""
+    aliases = settings.SHARD_ALIASES
+    buckets = settings.STOREOPS_SHARD_BUCKETS
+    ranges = {}
+    for index, alias in enumerate(aliases):
+        start = index * buckets // len(aliases)
+        stop = (index + 1) * buckets // len(aliases)
+        ranges[alias] = range(start, stop)
+    return ranges
+
+
+def _default_shard_for_bucket(bucket: int) -> str:
+    for alias, buckets in default_bucket_ranges().items():
+        if bucket in buckets:
+            return alias
+    raise ValueError(f"bucket {bucket} is outside 0..{settings.STOREOPS_SHARD_BUCKETS - 1}")
+
+
+@dataclass(frozen=True)
+class _Overrides:
+    alias: dict[int, str]
+    frozen: frozenset[int]
+    loaded_at: float
+
+
+_map_lock = threading.Lock()
+_map: _Overrides | None = None
+
+
+def _overrides() -> _Overrides:
+    global _map
+    current = _map
+    ttl = settings.STOREOPS_SHARD_MAP_SECONDS
+    if current is not None and time.monotonic() - current.loaded_at < ttl:
+        return current
+    with _map_lock:
+        if _map is not None and time.monotonic() - _map.loaded_at < ttl:
+            return _map  # another thread refreshed it while we waited
+        from store.models import ShardBucket
+
+        # Always the primary: a lagging replica would hide a flip.
+        rows = ShardBucket.objects.using("default").values_list("bucket", "alias", "frozen")
+        loaded = _Overrides(
+            alias={bucket: alias for bucket, alias, _ in rows},
+            frozen=frozenset(bucket for bucket, _, frozen in rows if frozen),
+            loaded_at=time.monotonic(),
+        )
+        _map = loaded
+        return loaded
+
+
+def shard_map_reset() -> None:
+    """Forget the cached map (after a flip in this process, and between tests)."""
+    global _map
+    with _map_lock:
+        _map = None
+
+
+def shard_for_bucket(bucket: int, *, for_write: bool = False) -> str:
+    overrides = _overrides()
+    if for_write and bucket in overrides.frozen:
+        raise BucketMoving(bucket=bucket)
+    return overrides.alias.get(bucket) or _default_shard_for_bucket(bucket)
+
+
+def shard_for_user(user_id: int, *, for_write: bool = False) -> str:
+    return shard_for_bucket(bucket_for_user(user_id), for_write=for_write)
+
+
+def bucket_map() -> dict[int, str]:
+    """The whole current map, bucket -> alias."""
+    return {b: shard_for_bucket(b) for b in range(settings.STOREOPS_SHARD_BUCKETS)}
+
+
+def bucket_ranges(mapping: dict[int, str] | None = None) -> dict[str, list[tuple[int, int]]]:
+    """The map as inclusive ``(first, last)`` ranges per alias, for people to read."""
+    mapping = mapping if mapping is not None else bucket_map()
+    ranges: dict[str, list[tuple[int, int]]] = {alias: [] for alias in settings.SHARD_ALIASES}
+    for bucket in sorted(mapping):
+        alias = mapping[bucket]
+        spans = ranges.setdefault(alias, [])
+        if spans and spans[-1][1] == bucket - 1:
+            spans[-1] = (spans[-1][0], bucket)
+        else:
+            spans.append((bucket, bucket))
+    return ranges
+
+
+def frozen_buckets() -> frozenset[int]:
+    return _overrides().frozen
+
+
+# --- scatter-gather ------------------------------------------------------------
+
+
+@dataclass
+class Gathered(Generic[T]):
+    """Per-shard results; ``failed`` names the shards that errored or timed out."""
+
+    results: dict[str, T] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.failed)
+
+
+def _run_on_shard(fn: Callable[[str], T], alias: str, timeout: float) -> T:
+    connection = connections[alias]
+    try:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # The server gives up too, so a slow shard never keeps a thread busy.
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, false)",
+                    [f"{int(timeout * 1000)}ms"],
+                )
+        return fn(alias)
+    finally:
+        # Threads are short-lived: their connections must not outlive them.
+        connection.close()
+
+
+def scatter_gather(
+    fn: Callable[[str], T],
+    *,
+    aliases: Iterable[str] | None = None,
+    timeout: float | None = None,
+) -> Gathered[T]:
+    """Run ``fn(alias)`` on every shard in parallel; late or failing shards are reported.
+
+    ``fn`` must pass the alias to ``.using()``. Results arrive within ``timeout``
+    seconds (``STOREOPS_SHARD_TIMEOUT``) whatever the shards do.
+    """
+    timeout = settings.STOREOPS_SHARD_TIMEOUT if timeout is None else timeout
+    aliases = list(settings.SHARD_ALIASES if aliases is None else aliases)
+    gathered: Gathered[T] = Gathered()
+    executor = ThreadPoolExecutor(max_workers=max(1, len(aliases)), thread_name_prefix="shard")
+    futures = {executor.submit(_run_on_shard, fn, alias, timeout): alias for alias in aliases}
+    done, _ = wait(futures, timeout=timeout)
+    # Do not wait for stragglers: their statement timeout ends them server-side.
+    executor.shutdown(wait=False, cancel_futures=True)
+    for future, alias in futures.items():
+        if future not in done:
+            gathered.failed[alias] = f"no answer within {timeout:g} s"
+            continue
+        try:
+            gathered.results[alias] = future.result()
+        except DatabaseError as exc:
+            gathered.failed[alias] = str(exc).strip().splitlines()[0] if str(exc) else "error"
+    return gathered

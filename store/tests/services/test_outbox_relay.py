@@ -1,0 +1,84 @@
+"""The outbox_relay and idempotency_cleanup commands as operators run them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connections, transaction
+from django.utils import timezone
+
+from store.models import IdempotencyKey, OutboxEvent
+from store.services.outbox import outbox_enqueue
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _enqueue(n: int) -> None:
+    with transaction.atomic():
+        for i in range(n):
+            outbox_enqueue(topic="t", key=f"product:{i % 2}", payload={"n": i})
+
+
+def test_relay_once_publishes_the_backlog() -> None:
+    _enqueue(3)
+    out = StringIO()
+    call_command("outbox_relay", "--once", stdout=out)
+    assert "published 3" in out.getvalue()
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+
+def test_cleanup_deletes_only_expired_keys(operator) -> None:
+    now = timezone.now()
+    IdempotencyKey.objects.create(key="old", user=operator, fingerprint="x", expires_at=now)
+    IdempotencyKey.objects.create(
+        key="new", user=operator, fingerprint="x", expires_at=now + timedelta(hours=1)
+    )
+    out = StringIO()
+    call_command("idempotency_cleanup", stdout=out)
+    assert "deleted 1" in out.getvalue()
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
+
+
+def _test_database_url(alias: str) -> str:
+    params = connections[alias].settings_dict
+    return f"postgres://{params['USER']}@{params['HOST']}:{params['PORT']}/{params['NAME']}"
+
+
+@pytest.mark.postgres
+def test_relay_process_stops_cleanly_on_sigterm() -> None:
+    _enqueue(4)
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url("default"),
+        "DATABASE_SHARD_URLS": ",".join(_test_database_url(a) for a in settings.SHARD_ALIASES),
+    }
+    relay = subprocess.Popen(
+        [sys.executable, "manage.py", "outbox_relay", "--interval", "0.2"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while OutboxEvent.objects.filter(published_at__isnull=True).exists():
+            assert time.monotonic() < deadline, "relay never published"
+            assert relay.poll() is None, relay.stderr.read() if relay.stderr else ""
+            time.sleep(0.1)
+        relay.send_signal(signal.SIGTERM)
+        out, _ = relay.communicate(timeout=10)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+    assert relay.returncode == 0
+    assert "stopped" in out

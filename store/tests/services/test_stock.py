@@ -1,0 +1,129 @@
+"""Locked adjustments and optimistic sets keep stock and ledger in agreement."""
+
+from __future__ import annotations
+
+import pytest
+from django.db.models import Sum
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from store.exceptions import InsufficientStock, StockLimitExceeded, VersionConflict
+from store.models import OutboxEvent, Product, StockMovement
+from store.services.stock import MAX_UNITS, stock_adjust, stock_set_optimistic
+from store.tests import factories
+from store.tests.services.concurrency import run_concurrently
+
+
+def _ledger_holds(product: Product) -> None:
+    product.refresh_from_db()
+    total = StockMovement.objects.filter(product=product).aggregate(s=Sum("delta"))["s"] or 0
+    assert product.stock == product.initial_stock + total
+
+
+@pytest.fixture
+def product(db: None) -> Product:
+    return factories.product(shop=factories.shop(), category=factories.category(), stock=10)
+
+
+def test_adjust_writes_ledger_row_and_outbox_event(product: Product, operator) -> None:
+    change = stock_adjust(
+        product=product, delta=-3, actor=operator, reason="damaged", idempotency_key="k1"
+    )
+    product.refresh_from_db()
+    assert product.stock == 7
+    assert product.version == 2
+    movement = change.movement
+    assert (movement.delta, movement.stock_before, movement.stock_after) == (-3, 10, 7)
+    assert (movement.actor, movement.reason, movement.method) == (operator, "damaged", "adjust")
+    assert movement.idempotency_key == "k1"
+    event = OutboxEvent.objects.get(topic="stock.changed")
+    assert event.key == f"product:{product.pk}"
+    assert event.payload["stock_after"] == 7
+    _ledger_holds(product)
+
+
+def test_adjust_below_zero_is_refused_with_the_available_count(product: Product, operator) -> None:
+    with pytest.raises(InsufficientStock) as info:
+        stock_adjust(product=product, delta=-11, actor=operator, reason="")
+    assert str(info.value) == "Only 10 in stock: cannot remove 11."
+    product.refresh_from_db()
+    assert product.stock == 10
+    assert not StockMovement.objects.exists()
+    assert not OutboxEvent.objects.exists()
+
+
+def test_adjust_past_the_column_maximum_is_refused(product: Product, operator) -> None:
+    with pytest.raises(StockLimitExceeded):
+        stock_adjust(product=product, delta=MAX_UNITS, actor=operator)
+    product.refresh_from_db()
+    assert product.stock == 10
+
+
+@pytest.mark.django_db
+@settings(max_examples=25, deadline=None)
+@given(deltas=st.lists(st.integers(min_value=-15, max_value=15).filter(bool), max_size=12))
+def test_ledger_sum_always_equals_the_stock_change(deltas: list[int]) -> None:
+    # Each example gets its own product: the test transaction spans all examples.
+    product = factories.product(shop=factories.shop(), category=factories.category(), stock=5)
+    expected = 5
+    for delta in deltas:
+        if expected + delta < 0:
+            with pytest.raises(InsufficientStock):
+                stock_adjust(product=product, delta=delta, actor=None, reason="h")
+        else:
+            stock_adjust(product=product, delta=delta, actor=None, reason="h")
+            expected += delta
+    _ledger_holds(product)
+    assert product.stock == expected
+
+
+def test_optimistic_set_applies_at_the_expected_version(product: Product, operator) -> None:
+    change = stock_set_optimistic(
+        product=product, expected_version=1, new_stock=4, new_price=1500, actor=operator
+    )
+    assert (change.product.stock, change.product.price, change.product.version) == (4, 1500, 2)
+    assert change.movement is not None
+    assert change.movement.delta == -6
+    assert change.movement.method == "optimistic"
+    assert set(OutboxEvent.objects.values_list("topic", flat=True)) == {
+        "stock.changed",
+        "price.changed",
+    }
+    _ledger_holds(product)
+
+
+def test_optimistic_set_on_a_stale_version_reports_current_values(
+    product: Product, operator
+) -> None:
+    stock_adjust(product=product, delta=5, actor=operator)
+    with pytest.raises(VersionConflict) as info:
+        stock_set_optimistic(product=product, expected_version=1, new_stock=0, actor=operator)
+    assert info.value.current == {"stock": 15, "price": 1000, "version": 2}
+    assert "now stock 15, price 1000" in str(info.value)
+    product.refresh_from_db()
+    assert product.stock == 15
+    _ledger_holds(product)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_decrements_on_twenty_apply_exactly_twenty() -> None:
+    product = factories.product(shop=factories.shop(), category=factories.category(), stock=20)
+
+    def take_one(i: int) -> str:
+        try:
+            stock_adjust(product=product.pk, delta=-1, actor=None, reason=f"t{i}")
+        except InsufficientStock:
+            return "refused"
+        return "applied"
+
+    results = run_concurrently(50, take_one)
+    assert results.count("applied") == 20, results
+    assert results.count("refused") == 30
+    product.refresh_from_db()
+    assert product.stock == 0
+    assert StockMovement.objects.filter(product=product).count() == 20
+    _ledger_holds(product)
+    # Events sort (and so publish) in the order the changes were applied.
+    events = OutboxEvent.objects.filter(key=f"product:{product.pk}").order_by("created_at")
+    assert [e.payload["stock_after"] for e in events] == list(range(19, -1, -1))

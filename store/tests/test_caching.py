@@ -1,0 +1,215 @@
+"""get_or_compute (lock, stale serve, XFetch), namespace versions and the breaker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.core.cache import cache, caches
+from django.db import connections
+from django.test import override_settings
+
+from store import caching
+from store.selectors.trending import trending
+from store.tests import factories
+from store.tests.caches import DEAD_REDIS
+
+
+def test_cold_then_hit_then_recompute_after_a_bump() -> None:
+    calls: list[int] = []
+
+    def compute() -> int:
+        calls.append(1)
+        return len(calls)
+
+    first = caching.get_or_compute("t:basic", compute, 60, 60, namespaces=("catalog",))
+    second = caching.get_or_compute("t:basic", compute, 60, 60, namespaces=("catalog",))
+    assert (first.value, first.hit, second.value, second.hit) == (1, False, 1, True)
+    assert second.computed_at == first.computed_at
+    caching.bump_now("catalog")
+    third = caching.get_or_compute("t:basic", compute, 60, 60, namespaces=("catalog",))
+    assert (third.value, third.hit) == (2, False)
+
+
+def test_a_bump_on_another_namespace_keeps_the_value() -> None:
+    caching.get_or_compute("t:other", lambda: "a", 60, 60, namespaces=("stock",))
+    caching.bump_now("orders")
+    assert caching.get_or_compute("t:other", lambda: "b", 60, 60, namespaces=("stock",)).hit
+
+
+def test_bump_inside_a_transaction_waits_for_commit(db: None) -> None:
+    from django.db import transaction
+
+    before = caching.namespace_versions("stock")["stock"]
+    with transaction.atomic():
+        caching.bump("stock")
+        assert caching.namespace_versions("stock")["stock"] == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bump_after_commit_changes_the_version() -> None:
+    from django.db import transaction
+
+    before = caching.namespace_versions("stock")["stock"]
+    with transaction.atomic():
+        caching.bump("stock")
+    assert caching.namespace_versions("stock")["stock"] == before + 1
+
+
+def test_expired_value_is_recomputed() -> None:
+    caching.get_or_compute("t:ttl", lambda: "old", 0.05, 60, beta=0)
+    time.sleep(0.1)
+    fresh = caching.get_or_compute("t:ttl", lambda: "new", 0.05, 60, beta=0)
+    assert (fresh.value, fresh.hit) == ("new", False)
+
+
+def test_xfetch_refreshes_a_hot_key_before_it_expires() -> None:
+    def slow() -> float:
+        time.sleep(0.02)
+        return time.monotonic()
+
+    first = caching.get_or_compute("t:xfetch", slow, 3600, 60)
+    # beta=0: never early; a huge beta: the compute time dwarfs the hour left.
+    assert caching.get_or_compute("t:xfetch", slow, 3600, 60, beta=0).hit
+    early = caching.get_or_compute("t:xfetch", slow, 3600, 60, beta=1e9)
+    assert not early.hit
+    assert early.value > first.value
+
+
+def test_others_get_the_stale_value_while_one_recomputes() -> None:
+    caching.get_or_compute("t:stale", lambda: "v1", 60, 600, namespaces=("orders",))
+    caching.bump_now("orders")
+    started, release = threading.Event(), threading.Event()
+    results = {}
+
+    def slow_recompute() -> str:
+        started.set()
+        release.wait(5)
+        return "v2"
+
+    def winner() -> None:
+        results["winner"] = caching.get_or_compute(
+            "t:stale", slow_recompute, 60, 600, namespaces=("orders",)
+        )
+
+    thread = threading.Thread(target=winner)
+    thread.start()
+    assert started.wait(5)
+    other = caching.get_or_compute("t:stale", lambda: "never", 60, 600, namespaces=("orders",))
+    release.set()
+    thread.join(5)
+    assert (other.value, other.hit, other.stale) == ("v1", True, True)
+    assert (results["winner"].value, results["winner"].hit) == ("v2", False)
+    assert (
+        caching.get_or_compute("t:stale", lambda: "never", 60, 600, namespaces=("orders",)).value
+        == "v2"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stampede_on_a_cold_trending_computes_once() -> None:
+    shop, category = factories.shop(), factories.category()
+    product = factories.product(shop=shop, category=category, price=500)
+    factories.order(shop=shop, lines=[(product, 3)], paid=True)
+    calls: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(20)
+    results: list[caching.Computed] = []
+    errors: list[BaseException] = []
+
+    def compute():
+        with lock:
+            calls.append(1)
+        time.sleep(0.2)  # a heavy aggregate: everyone else arrives meanwhile
+        return trending(window="7d")
+
+    def worker() -> None:
+        try:
+            barrier.wait(10)
+            found = caching.get_or_compute(
+                "t:trending", compute, 60, 300, namespaces=("orders",), wait=10
+            )
+            with lock:
+                results.append(found)
+        except BaseException as exc:  # surfaced below, never swallowed
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert len(calls) == 1
+    assert len(results) == 20
+    assert len({r.computed_at for r in results}) == 1
+    assert sum(not r.hit for r in results) == 1
+    assert results[0].value.products[0].revenue == 1500
+
+
+def test_breaker_turns_a_dead_redis_into_fast_misses(caplog: pytest.LogCaptureFixture) -> None:
+    with override_settings(CACHES=DEAD_REDIS, STOREOPS_CACHE_BREAKER_SECONDS=30):
+        backend = caches["default"]
+        backend.breaker.reset()
+        before = backend.breaker.openings
+        with caplog.at_level(logging.WARNING, logger="store.caching"):
+            assert cache.get("anything", "default") == "default"
+            started = time.monotonic()
+            for _ in range(50):
+                assert cache.get("anything") is None
+                cache.set("anything", 1)
+            assert time.monotonic() - started < 0.5  # no connect attempt while open
+            caching.bump_now("stock")  # a write's bump must not fail the request
+            assert caching.namespace_versions("stock") == {"stock": 1}
+            computed = caching.get_or_compute("t:down", lambda: 42, 60, 60, namespaces=("stock",))
+        assert (computed.value, computed.hit) == (42, False)
+        assert backend.breaker.openings == before + 1
+        warnings = [r for r in caplog.records if "circuit open" in r.getMessage()]
+        assert len(warnings) == 1
+        assert not caching.cache_available()
+        backend.breaker.reset()
+
+
+def test_breaker_retries_after_the_cooldown(caplog: pytest.LogCaptureFixture) -> None:
+    with override_settings(CACHES=DEAD_REDIS, STOREOPS_CACHE_BREAKER_SECONDS=0.1):
+        backend = caches["default"]
+        backend.breaker.reset()
+        before = backend.breaker.openings
+        with caplog.at_level(logging.WARNING, logger="store.caching"):
+            cache.get("k")
+            cache.get("k")
+            time.sleep(0.15)
+            cache.get("k")  # half-open: one more try, fails, opens again
+        assert backend.breaker.openings == before + 2
+        assert len([r for r in caplog.records if "circuit open" in r.getMessage()]) == 2
+        backend.breaker.reset()
+
+
+@pytest.mark.redis
+def test_redis_lock_is_used_on_redis() -> None:
+    from django_redis.cache import RedisCache
+
+    assert isinstance(caches["default"], RedisCache)
+    release = caching._lock_acquire("t:lock", timeout=5)
+    assert release is not None
+    assert caching._lock_acquire("t:lock", timeout=5) is None
+    release()
+    again = caching._lock_acquire("t:lock", timeout=5)
+    assert again is not None
+    again()
+
+
+def test_versions_start_at_1_and_every_bump_counts_even_concurrent_first_bumps() -> None:
+    assert caching.namespace_versions("catalog", "stock") == {"catalog": 1, "stock": 1}
+    caching.bump_now("catalog")
+    caching.bump_now("catalog")
+    assert caching.namespace_versions("catalog") == {"catalog": 3}
+    # Eight writers bump a never-bumped namespace at once: no bump may be lost.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _: caching.bump_now("stock"), range(8)))
+    assert caching.namespace_versions("stock") == {"stock": 9}
