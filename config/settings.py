@@ -149,6 +149,11 @@ def _sqlite(path: Path) -> dict[str, Any]:
                 "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA foreign_keys=ON;"
             ),
         },
+        # A file, not Django's default in-memory test database: an in-memory one is
+        # shared by every thread of the browser tests' live server through a single
+        # connection, and concurrent panel requests on it hung the suite in CI. With
+        # a file each thread has its own connection, as under `manage.py demo`.
+        "TEST": {"NAME": str(path.with_name(f"test_{path.name}"))},
     }
 
 
