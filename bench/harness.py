@@ -26,6 +26,8 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = os.environ.get("STOREOPS_BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+# The cache the console runs with in production; a database number of its own.
+REDIS = os.environ.get("STOREOPS_BENCH_REDIS", "redis://127.0.0.1:6379/3")
 TEMPLATE = "storeops_bench_template"
 SHARDS = 2
 # The data set the issues' targets are stated for.

@@ -17,7 +17,6 @@ execute wrapper (panel comment included), so both sides run identical statements
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -26,7 +25,6 @@ import psycopg
 from bench import harness
 
 BASE = "storeops_bench_panels"
-REDIS = os.environ.get("STOREOPS_BENCH_REDIS", "redis://127.0.0.1:6379/3")
 HOST = {"HTTP_HOST": "127.0.0.1"}
 HX = {"HTTP_HX_REQUEST": "true", **HOST}
 # The analytics panels of issue 3: their cold path is SQL over the big tables. The
@@ -118,7 +116,7 @@ def _cold(run: harness.Run, panel: Any, params: dict[str, Any], raw: Any, reps: 
 def run(run: harness.Run, *, reps: int | None) -> None:
     reps = reps or 5
     with harness.cloned(BASE) as env:
-        harness.setup_django(env | {"REDIS_URL": REDIS})
+        harness.setup_django(env | {"REDIS_URL": harness.REDIS})
         from django.core.cache import cache
         from django.db import connection
         from django.test.utils import CaptureQueriesContext, override_settings
@@ -130,7 +128,7 @@ def run(run: harness.Run, *, reps: int | None) -> None:
         cache.clear()
         run.note(
             f"{Product.objects.count():,} products, {OrderItem.objects.count():,} order items; "
-            f"PostgreSQL {connection.pg_version}; cache {REDIS}; {reps} interleaved reps"
+            f"PostgreSQL {connection.pg_version}; cache {harness.REDIS}; {reps} interleaved reps"
         )
         raw = psycopg.connect(
             env["DATABASE_URL"], autocommit=True, cursor_factory=psycopg.ClientCursor
