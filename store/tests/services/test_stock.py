@@ -127,3 +127,35 @@ def test_fifty_concurrent_decrements_on_twenty_apply_exactly_twenty() -> None:
     # Events sort (and so publish) in the order the changes were applied.
     events = OutboxEvent.objects.filter(key=f"product:{product.pk}").order_by("created_at")
     assert [e.payload["stock_after"] for e in events] == list(range(19, -1, -1))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_prepared_adjustment_survives_a_rollback_and_a_reconnect() -> None:
+    from django.db import connection, transaction
+
+    product = factories.product(shop=factories.shop(), category=factories.category(), stock=10)
+    stock_adjust(product=product, delta=-1, actor=None)
+
+    def prepared() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT name FROM pg_prepared_statements")
+            return [row[0] for row in cursor.fetchall()]
+
+    assert "storeops_stock_adjust" in prepared()
+
+    # A rolled-back caller's transaction keeps the session's prepared statement.
+    def caller_fails_after_adjusting() -> None:
+        with transaction.atomic():
+            stock_adjust(product=product, delta=-1, actor=None)
+            raise RuntimeError("caller fails after the adjustment")
+
+    with pytest.raises(RuntimeError):
+        caller_fails_after_adjusting()
+    stock_adjust(product=product, delta=-1, actor=None)
+    # A new session prepares it again.
+    connection.close()
+    stock_adjust(product=product, delta=-1, actor=None)
+    product.refresh_from_db()
+    assert product.stock == 7
+    _ledger_holds(product)
