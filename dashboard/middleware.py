@@ -28,8 +28,12 @@ from store import routing
 COOKIE = "storeops_primary"
 SALT = "storeops.stickiness"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# EXECUTE counts as a write: the statement it runs was prepared earlier (the stock
+# adjustment is), so its text cannot tell; a wrongly pinned reader only costs a
+# primary read.
 _WRITE_SQL = re.compile(
-    r"^\s*(?:INSERT|UPDATE|DELETE|MERGE|TRUNCATE|CREATE|ALTER|DROP|COPY)\b", re.IGNORECASE
+    r"^\s*(?:INSERT|UPDATE|DELETE|MERGE|TRUNCATE|CREATE|ALTER|DROP|COPY|EXECUTE)\b",
+    re.IGNORECASE,
 )
 # A data-modifying CTE: WITH ... INSERT/UPDATE/DELETE.
 _WRITE_IN_CTE = re.compile(r"^\s*WITH\b.*\b(?:INSERT|UPDATE|DELETE)\b", re.IGNORECASE | re.DOTALL)

@@ -168,6 +168,8 @@ def test_the_decision_never_leaks_between_requests_or_threads() -> None:
         ('  update "store_product" SET stock = 1', True),
         ('DELETE FROM "store_shop"', True),
         ("WITH moved AS (DELETE FROM t RETURNING *) SELECT * FROM moved", True),
+        ("EXECUTE storeops_stock_adjust (1, -1)", True),  # prepared: assume it writes
+        ("PREPARE storeops_stock_adjust (bigint) AS UPDATE t SET a = $1", False),
         ('SELECT "store_shop"."id" FROM "store_shop" FOR UPDATE', False),
         ("SAVEPOINT s1", False),
         ("SELECT pg_current_wal_lsn()", False),
