@@ -262,3 +262,32 @@ def outbox_requeue(
             bump("outbox")
         event.refresh_from_db()
     return event
+
+
+DEFAULT_RETAIN_HOURS = 168.0
+PRUNE_BATCH = 5_000
+
+
+def outbox_prune(*, retain: timedelta, batch: int = PRUNE_BATCH) -> int:
+    """Delete published events created more than ``retain`` ago; returns how many.
+
+    Without this the outbox only grows, and the outbox panel's totals scan every
+    event ever written. Pending events and dead letters are never pruned. Deletes
+    go in batches (short transactions, found through the ``created_at`` index), so
+    a large first prune never holds locks for long.
+    """
+    deleted = 0
+    while True:
+        old_published = OutboxEvent.objects.filter(
+            created_at__lt=Now() - retain, published_at__isnull=False
+        ).order_by("created_at")
+        ids = list(old_published.values_list("pk", flat=True)[:batch])
+        if not ids:
+            break
+        deleted += OutboxEvent.objects.filter(pk__in=ids).delete()[0]
+        if len(ids) < batch:
+            break
+    if deleted:
+        logger.info("pruned %d published outbox events older than %s", deleted, retain)
+        bump("outbox")
+    return deleted

@@ -4,8 +4,10 @@ import logging
 import signal
 import socket
 import threading
+import time
 import uuid
 from argparse import ArgumentParser
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
@@ -15,10 +17,15 @@ from django.db import DatabaseError, close_old_connections
 from store.services.outbox import (
     DEFAULT_BATCH,
     DEFAULT_LEASE_SECONDS,
+    DEFAULT_RETAIN_HOURS,
     RelayStats,
     default_transport,
+    outbox_prune,
     outbox_relay_once,
 )
+
+# Pruning is housekeeping: a relay does it at most this often, between batches.
+PRUNE_EVERY_SECONDS = 60.0
 
 logger = logging.getLogger("store.outbox")
 
@@ -36,18 +43,30 @@ class Command(BaseCommand):
         parser.add_argument(
             "--interval", type=float, default=1.0, help="Seconds to wait when idle."
         )
+        parser.add_argument(
+            "--retain-hours",
+            type=float,
+            default=DEFAULT_RETAIN_HOURS,
+            help="Delete published events older than this (default: 7 days); 0 keeps all.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()
         relay_id = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         transport = default_transport()
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        retain = timedelta(hours=options["retain_hours"]) if options["retain_hours"] > 0 else None
+        last_prune = float("-inf")
         try:
             while True:
                 try:
                     stats = self.relay_batch(
                         transport, relay_id, options["batch"], options["lease"]
                     )
+                    if retain and time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS:
+                        last_prune = time.monotonic()
+                        if pruned := outbox_prune(retain=retain):
+                            self.stdout.write(f"pruned {pruned} published events")
                 except DatabaseError as exc:
                     if options["once"]:
                         raise

@@ -82,3 +82,31 @@ def test_relay_process_stops_cleanly_on_sigterm() -> None:
             relay.kill()
     assert relay.returncode == 0
     assert "stopped" in out
+
+
+def test_relay_prunes_only_old_published_events() -> None:
+    _enqueue(4)
+    call_command("outbox_relay", "--once", stdout=StringIO())  # publishes all four
+    old, recent, *_ = OutboxEvent.objects.order_by("created_at")
+    ten_days_ago = timezone.now() - timedelta(days=10)
+    OutboxEvent.objects.filter(pk=old.pk).update(created_at=ten_days_ago)
+    # Old but never delivered: a pending event and a dead letter must stay.
+    _enqueue(2)
+    pending, dead = OutboxEvent.objects.filter(published_at__isnull=True)
+    OutboxEvent.objects.filter(pk=pending.pk).update(
+        created_at=ten_days_ago, available_at=timezone.now() + timedelta(hours=1)
+    )
+    OutboxEvent.objects.filter(pk=dead.pk).update(
+        created_at=ten_days_ago, dead_lettered_at=timezone.now()
+    )
+
+    out = StringIO()
+    call_command("outbox_relay", "--once", "--retain-hours", "168", stdout=out)
+
+    assert "pruned 1 published events" in out.getvalue()
+    assert not OutboxEvent.objects.filter(pk=old.pk).exists()
+    assert OutboxEvent.objects.filter(pk__in=[recent.pk, pending.pk, dead.pk]).count() == 3
+    # --retain-hours 0 keeps everything.
+    OutboxEvent.objects.filter(pk=recent.pk).update(created_at=ten_days_ago)
+    call_command("outbox_relay", "--once", "--retain-hours", "0", stdout=StringIO())
+    assert OutboxEvent.objects.filter(pk=recent.pk).exists()
