@@ -89,6 +89,11 @@ def _pgbench(url: str, clients: int, *args: str) -> float:
     return float(found.group(1))
 
 
+def _hot_row(url: str, clients: int, hot: int, script: Path, *mode: str) -> float:
+    """pgbench running ``script`` against the hot product's row."""
+    return _pgbench(url, clients, *mode, "-f", str(script), "-D", f"hot={hot}")
+
+
 def _statement_script() -> str:
     """The service's own adjustment statement as a pgbench script: the SQL floor."""
     from store.services.stock import _ADJUST_SQL, MAX_UNITS
@@ -147,33 +152,13 @@ def run(run: harness.Run, *, reps: int | None) -> None:
                     }
                     # Interleaved so machine noise hits the service and pgbench alike.
                     for _ in range(reps):
-                        rates["pgbench hot-row"].append(
-                            _pgbench(store_url, clients, "-f", str(script), "-D", f"hot={hot}")
-                        )
+                        rates["pgbench hot-row"].append(_hot_row(store_url, clients, hot, script))
                         # Prepared, as the service sends it (PREPARE once, then EXECUTE).
                         rates["pgbench service statement hot"].append(
-                            _pgbench(
-                                store_url,
-                                clients,
-                                "-M",
-                                "prepared",
-                                "-f",
-                                str(statement),
-                                "-D",
-                                f"hot={hot}",
-                            )
+                            _hot_row(store_url, clients, hot, statement, "-M", "prepared")
                         )
                         rates["pgbench hot-row prepared"].append(
-                            _pgbench(
-                                store_url,
-                                clients,
-                                "-M",
-                                "prepared",
-                                "-f",
-                                str(script),
-                                "-D",
-                                f"hot={hot}",
-                            )
+                            _hot_row(store_url, clients, hot, script, "-M", "prepared")
                         )
                         rates["service hot"].append(_service_rate("hot", clients, product_ids))
                         rates["pgbench simple-update"].append(
