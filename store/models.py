@@ -124,6 +124,11 @@ class Order(models.Model):
     cancelled_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(db_index=True)
+    # Stored, not summed per page: sorting 830k orders by a computed total took
+    # about 3 s. Written once by whoever creates the items (order_place, the seed);
+    # items never change after that, so the two cannot drift.
+    total = models.PositiveBigIntegerField(default=0, help_text="cents; sum of the items")
+    item_count = models.PositiveIntegerField(default=0)
 
     objects = OrderQuerySet.as_manager()
 
@@ -133,6 +138,9 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["paid", "created_at"], name="order_paid_created"),
             models.Index(fields=["shop", "paid", "created_at"], name="order_shop_paid_created"),
+            # The orders table sorts by these.
+            models.Index(fields=["total"], name="order_total"),
+            models.Index(fields=["item_count"], name="order_item_count"),
         ]
 
     def __str__(self) -> str:

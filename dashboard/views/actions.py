@@ -44,7 +44,6 @@ from store.exceptions import (
 from store.models import Order, OutboxEvent, Product
 from store.selectors.prices import price_change_preview
 from store.services.idempotency import StoredResponse, idempotency_run, request_fingerprint
-from store.services.orders import order_total
 from store.services.outbox import outbox_requeue
 from store.services.payments import payment_process
 from store.services.prices import PriceFilter, price_change
@@ -276,7 +275,7 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
-    total = order_total(order)
+    total = order.total
     context: dict[str, Any] = {"order": order, "total": total, "title": f"Pay order #{order.pk}"}
     if request.method == "GET":
         return _page(request, "pay-form", {**context, "form": PayForm.fresh()})

@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connections
-from django.db.models import Count, F, Lookup, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F, Lookup, Q, QuerySet
 
-from store.models import Order, OrderItem, Product, StockMovement
+from store.models import Order, Product, StockMovement
 
 
 def product_table_rows() -> QuerySet[Product]:
@@ -67,29 +66,17 @@ def _escape_like(text: str) -> str:
 
 
 def order_table_rows() -> QuerySet[Order]:
-    """Orders with their item count and total (cents) annotated.
-
-    Correlated subqueries rather than a GROUP BY join: with ORDER BY ... LIMIT the
-    planner walks the created_at index and evaluates them for the page's rows only.
-    """
-    items = OrderItem.objects.filter(order=OuterRef("pk")).order_by().values("order")
-    item_count = items.annotate(n=Count("pk")).values("n")
-    total = items.annotate(t=Sum(F("quantity") * F("unit_price"))).values("t")
-    return (
-        Order.objects.select_related("shop")
-        .only(
-            "customer_id",
-            "paid",
-            "paid_at",
-            "cancelled_at",
-            "created_at",
-            "version",
-            "shop__name",
-        )
-        .annotate(
-            item_count=Coalesce(Subquery(item_count), Value(0)),
-            total=Coalesce(Subquery(total), Value(0)),
-        )
+    """Orders with their shop; total (cents) and item count are stored on the order."""
+    return Order.objects.select_related("shop").only(
+        "customer_id",
+        "paid",
+        "paid_at",
+        "cancelled_at",
+        "created_at",
+        "version",
+        "total",
+        "item_count",
+        "shop__name",
     )
 
 

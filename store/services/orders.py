@@ -93,7 +93,13 @@ def order_place(*, user: Actor, shop: Shop, lines: Iterable[tuple[int, int]]) ->
                 raise InsufficientStock(
                     product_id=pk, available=products[pk].stock, requested=wanted[pk]
                 )
-        order = Order.objects.create(customer_id=customer_id, shop=shop, created_at=timezone.now())
+        order = Order.objects.create(
+            customer_id=customer_id,
+            shop=shop,
+            created_at=timezone.now(),
+            total=sum(products[pk].price * quantity for pk, quantity in wanted.items()),
+            item_count=len(wanted),
+        )
         OrderItem.objects.bulk_create(
             OrderItem(
                 order=order, product_id=pk, quantity=wanted[pk], unit_price=products[pk].price
@@ -122,10 +128,6 @@ def order_place(*, user: Actor, shop: Shop, lines: Iterable[tuple[int, int]]) ->
         return order
 
     return atomic_with_retry(apply)
-
-
-def order_total(order: Order) -> int:
-    return sum(item.quantity * item.unit_price for item in order.items.all())
 
 
 def order_mark_paid(*, order: Order | int, actor: Actor) -> tuple[Order, bool]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from store.exceptions import PaymentAmountMismatch
 from store.models import Order
-from store.services.orders import order_mark_paid, order_total
+from store.services.orders import order_mark_paid
 from store.services.outbox import actor_ref, outbox_enqueue
 from store.services.retry import atomic_with_retry
 from store.services.stock import Actor
@@ -28,7 +28,7 @@ def payment_process(
         paid_order, changed = order_mark_paid(order=pk, actor=actor)
         if not changed:
             return PaymentResult(order=paid_order, newly_paid=False)
-        total = order_total(paid_order)
+        total = paid_order.total
         if amount != total:
             # Raising rolls back the mark-paid above: nothing is half-paid.
             raise PaymentAmountMismatch(amount=amount, total=total)

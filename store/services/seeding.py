@@ -378,7 +378,8 @@ def _load_orders(
             cancelled = created + timedelta(hours=2) if 0.72 <= roll < 0.75 else None
             paid_at = created + timedelta(minutes=rng.randint(1, 600)) if paid else None
             total = 0
-            for _ in range(1 + int(rng.random() ** 1.7 * 5)):
+            lines = 1 + int(rng.random() ** 1.7 * 5)
+            for _ in range(lines):
                 # Popular products sell more: a power law over product ids.
                 product = 1 + int(n_products * rng.random() ** 3)
                 quantity = 1 + int(rng.random() ** 4 * 4)
@@ -398,6 +399,8 @@ def _load_orders(
                     cancelled,
                     1,
                     created,
+                    total,
+                    lines,
                 )
             )
         orders_total += sink.write(
@@ -411,6 +414,8 @@ def _load_orders(
                 "cancelled_at",
                 "version",
                 "created_at",
+                "total",
+                "item_count",
             ],
             orders,
         )

@@ -62,8 +62,25 @@ def order(
         paid=paid,
         created_at=created_at,
         paid_at=created_at if paid else None,
+        total=sum(p.price * q for p, q in lines),
+        item_count=len(lines),
     )
     OrderItem.objects.bulk_create(
         OrderItem(order=made, product=p, quantity=q, unit_price=p.price) for p, q in lines
     )
     return made
+
+
+def orders_whose_totals_disagree_with_their_items() -> list[int]:
+    """Ids of orders whose stored total or item count is not what their items say."""
+    from django.db.models import Count, F, Sum
+    from django.db.models.functions import Coalesce
+
+    return list(
+        Order.objects.annotate(
+            items_total=Coalesce(Sum(F("items__quantity") * F("items__unit_price")), 0),
+            items_n=Count("items"),
+        )
+        .exclude(total=F("items_total"), item_count=F("items_n"))
+        .values_list("pk", flat=True)
+    )

@@ -50,6 +50,8 @@ def test_place_decrements_stock_snapshots_prices_and_writes_ledger(catalog, oper
     assert OutboxEvent.objects.filter(topic="order.placed", key=f"order:{order.pk}").exists()
     _ledger_holds(a, b)
     assert (a.stock, b.stock) == (6, 3)
+    assert (order.total, order.item_count) == (4 * 250 + 2 * 1000, 2)
+    assert factories.orders_whose_totals_disagree_with_their_items() == []
 
 
 def test_place_refuses_when_one_line_lacks_stock_and_changes_nothing(catalog, operator) -> None:

@@ -8,6 +8,7 @@ from django.db.models import F
 from store.models import Category, CustomerEvent, CustomerProfile, Order, OrderItem, Product, Shop
 from store.services.seeding import SeedPlan, seed_demo
 from store.sharding import default_bucket_ranges, shard_for_user
+from store.tests import factories
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
@@ -48,6 +49,7 @@ def test_counts_and_invariants() -> None:
     assert Product.objects.filter(stock__lte=5).exists(), "some products start at low stock"
     assert Order.objects.filter(paid=True).exists()
     assert Order.objects.filter(paid=False).exists()
+    assert factories.orders_whose_totals_disagree_with_their_items() == []
     # Unit prices are snapshots of the product price at seeding time.
     assert not OrderItem.objects.exclude(unit_price=F("product__price")).exists()
 
