@@ -268,16 +268,17 @@ DEFAULT_RETAIN_HOURS = 168.0
 PRUNE_BATCH = 5_000
 
 
-def outbox_prune(*, retain: timedelta, batch: int = PRUNE_BATCH) -> int:
+def outbox_prune(*, retain: timedelta, batch: int = PRUNE_BATCH, max_batches: int = 20) -> int:
     """Delete published events created more than ``retain`` ago; returns how many.
 
     Without this the outbox only grows, and the outbox panel's totals scan every
     event ever written. Pending events and dead letters are never pruned. Deletes
-    go in batches (short transactions, found through the ``created_at`` index), so
-    a large first prune never holds locks for long.
+    go in batches (short transactions, found through the ``created_at`` index), and
+    at most ``max_batches`` per call, so a relay catching up on a large first prune
+    goes back to publishing in between.
     """
     deleted = 0
-    while True:
+    for _ in range(max_batches):
         old_published = OutboxEvent.objects.filter(
             created_at__lt=Now() - retain, published_at__isnull=False
         ).order_by("created_at")

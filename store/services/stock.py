@@ -157,7 +157,8 @@ SELECT movement.id, movement.stock_before, movement.stock_after, changed.version
 # Parsing and planning that statement costs more than running it (pgbench on the
 # 1M-product clone, one client: 1,040 tx/s sent as text, 1,415 prepared), so each
 # connection prepares it once and then sends only EXECUTE with the values. Prepared
-# statements live as long as the session, whatever happens to transactions.
+# statements live as long as the session, whatever happens to transactions (so a
+# transaction-pooling proxy in front of PostgreSQL would need session pooling).
 _ADJUST_PARAMS = {
     "pk": "bigint",
     "delta": "integer",

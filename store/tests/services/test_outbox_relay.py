@@ -17,7 +17,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from store.models import IdempotencyKey, OutboxEvent
-from store.services.outbox import outbox_enqueue
+from store.services.outbox import outbox_enqueue, outbox_prune
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,3 +110,14 @@ def test_relay_prunes_only_old_published_events() -> None:
     OutboxEvent.objects.filter(pk=recent.pk).update(created_at=ten_days_ago)
     call_command("outbox_relay", "--once", "--retain-hours", "0", stdout=StringIO())
     assert OutboxEvent.objects.filter(pk=recent.pk).exists()
+
+
+def test_one_prune_call_deletes_at_most_its_batches() -> None:
+    _enqueue(5)
+    OutboxEvent.objects.update(
+        published_at=timezone.now(), created_at=timezone.now() - timedelta(days=10)
+    )
+    assert outbox_prune(retain=timedelta(days=7), batch=2, max_batches=2) == 4
+    assert OutboxEvent.objects.count() == 1
+    assert outbox_prune(retain=timedelta(days=7), batch=2, max_batches=2) == 1
+    assert not OutboxEvent.objects.exists()
