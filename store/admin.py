@@ -57,16 +57,31 @@ class OrderItemInline(admin.TabularInline):
     readonly_fields = ["product", "quantity", "unit_price"]
     can_delete = False
 
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # items come from order_place, which also moves stock and the total
+
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = ["id", "customer_id", "shop", "paid", "paid_at", "cancelled_at", "created_at"]
+    list_display = [
+        "id",
+        "customer_id",
+        "shop",
+        "total",
+        "item_count",
+        "paid",
+        "paid_at",
+        "cancelled_at",
+        "created_at",
+    ]
     list_filter = ["paid", "shop", "created_at"]
     search_fields = ["=id", "=customer_id"]
     list_select_related = ["shop"]
     date_hierarchy = "created_at"
     inlines = [OrderItemInline]
-    readonly_fields = ["paid", "paid_at", "cancelled_at", "version"]
+    # total and item_count are written with the items; editing them would break
+    # "total == sum of the items".
+    readonly_fields = ["paid", "paid_at", "cancelled_at", "version", "total", "item_count"]
     show_full_result_count = False
 
 

@@ -25,6 +25,35 @@ def test_changelist_and_add_pages_render(superuser_client: Client, model_name: s
         assert response.status_code == 200, (model_name, page)
 
 
+def test_an_orders_stored_total_cannot_be_edited_in_the_admin(superuser_client: Client) -> None:
+    shop = factories.shop()
+    product = factories.product(shop=shop, category=factories.category(), price=250)
+    order = factories.order(shop=shop, lines=[(product, 2)])
+    url = reverse("admin:store_order_change", args=[order.pk])
+    page = superuser_client.get(url).content.decode()
+    assert 'name="total"' not in page
+    assert 'name="item_count"' not in page
+    assert "items-__prefix__" not in page  # no empty item form: items come from order_place
+    response = superuser_client.post(
+        url,
+        {
+            "customer_id": order.customer_id,
+            "shop": shop.pk,
+            "created_at_0": "2026-01-01",
+            "created_at_1": "00:00:00",
+            "total": "1",
+            "item_count": "9",
+            "items-TOTAL_FORMS": "1",
+            "items-INITIAL_FORMS": "1",
+            "items-0-id": order.items.get().pk,
+            "items-0-order": order.pk,
+        },
+    )
+    assert response.status_code == 302  # saved; the posted total was ignored
+    order.refresh_from_db()
+    assert (order.total, order.item_count) == (500, 1)
+
+
 def test_sharded_rows_are_listed_per_shard(superuser_client: Client) -> None:
     alias = shard_for_user(99)
     CustomerProfile.objects.using(alias).create(
