@@ -95,6 +95,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Cache bumps are sent without waiting for Redis; their replies are read here,
+    # after the view and every inner middleware, before the response leaves.
+    "store.caching.SettleBumpsMiddleware",
     # Times every query and logs those over STOREOPS_SLOW_QUERY_MS with their panel.
     "store.querylog.SlowQueryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

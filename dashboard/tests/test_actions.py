@@ -197,6 +197,25 @@ def test_adjust_post_runs_a_constant_number_of_queries(
             operator_client.post(url, {"delta": "-1", "idempotency_key": key}, **HX)
 
 
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)  # the bump waits for a real commit
+def test_no_adjust_response_leaves_before_redis_confirmed_its_bump(
+    operator_client: Client, product
+) -> None:
+    from django.core.cache import caches
+
+    from store.caching import namespace_versions
+
+    url = _adjust_url(product)
+    before = namespace_versions("stock")["stock"]
+    response = operator_client.post(
+        url, {"delta": "-1", "idempotency_key": _key(operator_client, url)}, **HX
+    )
+    assert response.status_code == 200
+    assert caches["default"]._bump_replies_due == 0  # read by SettleBumpsMiddleware
+    assert namespace_versions("stock")["stock"] == before + 1
+
+
 # --- optimistic edit ------------------------------------------------------------
 
 

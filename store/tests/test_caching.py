@@ -218,3 +218,41 @@ def test_versions_start_at_0_and_every_bump_counts_even_concurrent_first_bumps()
     caching.bump_now("stock", "outbox")
     caching.bump_now("stock", "outbox")
     assert caching.namespace_versions("stock", "outbox") == {"stock": 10, "outbox": 2}
+
+
+@pytest.mark.redis
+def test_a_bump_reaches_redis_before_its_reply_is_read() -> None:
+    import redis
+    from django.conf import settings
+
+    caching.bump_now("stock", "outbox")
+    # Redis applied the INCRs when they arrived: another connection sees them even
+    # though this thread has not read the replies yet...
+    other = redis.Redis.from_url(settings.REDIS_URL)
+    keys = [
+        caches["default"].make_and_validate_key(caching._version_key(ns))
+        for ns in ("stock", "outbox")
+    ]
+    assert other.mget(keys) == [b"1", b"1"]
+    # ...and this thread reads the replies before it reads any version itself.
+    caching.bump_now("stock")
+    assert caching.namespace_versions("stock", "outbox") == {"stock": 2, "outbox": 1}
+
+
+@pytest.mark.redis
+def test_a_bump_that_redis_refuses_opens_the_breaker_when_its_reply_is_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = caches["default"]
+    backend.breaker.reset()
+    before = backend.breaker.openings
+    cache.set(caching._version_key("stock"), "not a counter", timeout=None)
+    with caplog.at_level(logging.WARNING, logger="store.caching"):
+        caching.bump_now("stock")  # sent; the error is in the reply, read later
+        caching.settle_bumps()  # the write's caller never sees the error
+    assert backend.breaker.openings == before + 1
+    assert any("circuit open" in r.getMessage() for r in caplog.records)
+    backend.breaker.reset()
+    cache.delete(caching._version_key("stock"))
+    caching.bump_now("stock")  # a new connection: nothing left owing from the old one
+    assert caching.namespace_versions("stock") == {"stock": 1}
