@@ -159,3 +159,15 @@ def test_the_prepared_adjustment_survives_a_rollback_and_a_reconnect() -> None:
     product.refresh_from_db()
     assert product.stock == 7
     _ledger_holds(product)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_kept_adjust_cursor_still_reports_every_query_to_django(
+    django_assert_num_queries,
+) -> None:
+    product = factories.product(shop=factories.shop(), category=factories.category(), stock=10)
+    stock_adjust(product=product, delta=-1, actor=None)  # prepares, keeps the cursor
+    with django_assert_num_queries(1) as captured:
+        stock_adjust(product=product, delta=-1, actor=None)
+    assert captured.captured_queries[0]["sql"].startswith("EXECUTE storeops_stock_adjust")
