@@ -313,7 +313,8 @@ def get_panel(name: str) -> Panel | None:
 def start(panel: Panel, data: Any, user: AbstractBaseUser | AnonymousUser) -> PanelRun:
     """Parse the panel's parameters (defaults plus messages on bad input)."""
     params, problems = panel.form(data).params()
-    versions = caching.namespace_versions(*panel.namespaces) if panel.namespaces else {}
+    # The fragment shows buttons by permission: it goes stale with "access" too.
+    versions = caching.namespace_versions(*panel.namespaces, "access")
     return PanelRun(panel=panel, params=params, problems=problems, user=user, versions=versions)
 
 

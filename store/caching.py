@@ -34,7 +34,10 @@ from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import LockError, RedisError
 
-NAMESPACES = ("catalog", "stock", "orders", "outbox", "customers")
+NAMESPACES = ("catalog", "stock", "orders", "outbox", "customers", "access")
+# "access" is bumped when any user's permissions, groups or flags change
+# (store.signals); every per-user fragment is keyed on it, so a revoked button
+# disappears at the next render, not after the fragment's TTL.
 
 
 def _version_key(namespace: str) -> str:

@@ -214,6 +214,20 @@ def test_adjust_button_fetches_its_form_and_embeds_no_token(
     assert token is None or token.value not in body
 
 
+def test_a_revoked_permission_hides_the_button_at_the_next_render(
+    operator, operator_client: Client, small_store, django_capture_on_commit_callbacks
+) -> None:
+    from django.contrib.auth.models import Group
+
+    assert ">Adjust</button>" in _panel(operator_client, "low-stock").content.decode()
+    assert 'data-cache="fragment hit"' in _panel(operator_client, "low-stock").content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        operator.groups.set([Group.objects.get(name="ops-viewer")])  # operator -> viewer
+    body = _panel(operator_client, "low-stock").content.decode()
+    assert ">Adjust</button>" not in body  # not after the fragment's TTL: now
+    assert "Low hammer" in body
+
+
 def test_second_request_runs_no_panel_query_and_a_write_recomputes(
     viewer_client: Client, small_store
 ) -> None:
