@@ -83,6 +83,20 @@ class PayForm(IdempotentForm):
     pass
 
 
+class CancelForm(IdempotentForm):
+    reason = forms.CharField(
+        max_length=200,
+        required=False,
+        widget=forms.TextInput(attrs={"class": "form-control form-control-sm"}),
+    )
+    refunded = forms.BooleanField(
+        required=False,
+        label="The payment has been refunded",
+        help_text="A paid order is cancelled only after its refund.",
+        widget=forms.CheckboxInput(attrs={"class": "form-check-input ms-1"}),
+    )
+
+
 class PriceChangeForm(IdempotentForm):
     shop = forms.ModelChoiceField(
         queryset=Shop.objects.order_by("name"),

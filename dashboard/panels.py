@@ -80,7 +80,7 @@ CATEGORY_STATS_HEADERS = (
     "Low",
     "Revenue",
 )
-ALL_EVENTS = ("stock-changed", "order-paid", "prices-changed")
+ALL_EVENTS = ("stock-changed", "order-paid", "order-cancelled", "prices-changed")
 
 PANELS: dict[str, Panel] = {
     panel.name: panel
@@ -112,7 +112,7 @@ PANELS: dict[str, Panel] = {
             form_class=forms.RankWindowForm,
             compute=lambda p: rank_window(by=p["by"], function=p["function"], top=p["top"]),
             namespaces=("catalog", "orders"),
-            events=("prices-changed", "order-paid"),
+            events=("prices-changed", "order-paid", "order-cancelled"),
             ttl=120,
         ),
         Panel(
@@ -121,7 +121,7 @@ PANELS: dict[str, Panel] = {
             form_class=forms.LowStockForm,
             compute=lambda p: low_stock(threshold=p["threshold"]),
             namespaces=("stock",),
-            events=("stock-changed", "order-paid"),
+            events=("stock-changed", "order-paid", "order-cancelled"),
             ttl=60,
             interval=15,
         ),
@@ -131,7 +131,7 @@ PANELS: dict[str, Panel] = {
             form_class=forms.TrendingForm,
             compute=lambda p: trending(window=p["window"]),
             namespaces=("orders", "catalog"),
-            events=("order-paid", "prices-changed"),
+            events=("order-paid", "order-cancelled", "prices-changed"),
             ttl=60,
         ),
         Panel(
@@ -140,7 +140,7 @@ PANELS: dict[str, Panel] = {
             form_class=forms.NoParamsForm,
             compute=lambda p: shop_activity(),
             namespaces=("orders", "catalog"),
-            events=("order-paid",),
+            events=("order-paid", "order-cancelled"),
             ttl=60,
         ),
         Panel(

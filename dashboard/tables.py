@@ -140,6 +140,7 @@ class RowActions:
     can_adjust: bool = False
     can_edit: bool = False
     can_pay: bool = False
+    can_cancel: bool = False
 
 
 def _td(css_class: str) -> str:
@@ -243,12 +244,17 @@ class OrderTable(_Base):
         empty_text = "No orders match these filters."
 
     def has_actions(self) -> bool:
-        return self.actions.can_pay
+        return self.actions.can_pay or self.actions.can_cancel
 
     def render_actions(self, record: Order) -> SafeString:
-        if record.paid or record.cancelled_at is not None:
+        if record.cancelled_at is not None:
             return SafeString("")
-        return _action_link(reverse("store-order-pay", args=[record.pk]), "Mark paid")
+        links = []
+        if self.actions.can_pay and not record.paid:
+            links.append(_action_link(reverse("store-order-pay", args=[record.pk]), "Mark paid"))
+        if self.actions.can_cancel:
+            links.append(_action_link(reverse("store-order-cancel", args=[record.pk]), "Cancel"))
+        return format_html_join(" ", "{}", ((link,) for link in links))
 
 
 class LedgerTable(_Base):

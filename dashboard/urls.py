@@ -12,6 +12,7 @@ urlpatterns = [
     path("products/<int:pk>/edit/", actions.product_edit, name="store-product-edit"),
     path("products/prices/", actions.prices_change, name="store-price-change"),
     path("orders/<int:pk>/pay/", actions.order_pay, name="store-order-pay"),
+    path("orders/<int:pk>/cancel/", actions.order_cancel, name="store-order-cancel"),
     path("outbox/<str:pk>/requeue/", actions.outbox_event_requeue, name="store-outbox-requeue"),
     path("customers/<int:user_id>/", customers.customer_detail, name="store-customer-detail"),
     path("panels/<slug:name>/", panels.panel, name="dashboard-panel"),

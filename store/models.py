@@ -134,7 +134,10 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        permissions = [("mark_order_paid", "Can mark orders paid")]
+        permissions = [
+            ("mark_order_paid", "Can mark orders paid"),
+            ("cancel_order", "Can cancel orders (restocks every line)"),
+        ]
         indexes = [
             models.Index(fields=["paid", "created_at"], name="order_paid_created"),
             models.Index(fields=["shop", "paid", "created_at"], name="order_shop_paid_created"),

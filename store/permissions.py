@@ -17,6 +17,7 @@ OPS_GROUPS: dict[str, list[str]] = {
         "view_dashboard",
         "adjust_stock",
         "mark_order_paid",
+        "cancel_order",
         *(f"view_{m}" for m in VIEW_MODELS),
     ],
 }

@@ -16,7 +16,7 @@ from django.utils import timezone
 from dashboard.action_forms import KEY_MISSING
 from store.exceptions import IdempotencyMismatch
 from store.models import OutboxEvent, Product, StockMovement
-from store.services.orders import order_cancel
+from store.services.orders import order_cancel, order_place
 from store.services.outbox import PublishError, outbox_enqueue, outbox_relay_once
 from store.tests import factories
 
@@ -52,11 +52,12 @@ def _stock(product: Product) -> int:
 
 
 @pytest.mark.parametrize(
-    "url_name", ["store-product-adjust", "store-product-edit", "store-order-pay"]
+    "url_name",
+    ["store-product-adjust", "store-product-edit", "store-order-pay", "store-order-cancel"],
 )
 def test_viewer_gets_403_on_every_action(viewer_client: Client, product, url_name) -> None:
     target = product.pk
-    if url_name == "store-order-pay":
+    if url_name.startswith("store-order-"):
         target = factories.order(shop=product.shop, lines=[(product, 1)]).pk
     url = reverse(url_name, args=[target])
     assert viewer_client.get(url).status_code == 403
@@ -333,6 +334,68 @@ def test_paying_a_cancelled_order_is_409(operator_client: Client, operator, prod
     response = operator_client.post(url, {"idempotency_key": _key(operator_client, url)}, **HX)
     assert response.status_code == 409
     assert "cancelled" in response.content.decode()
+
+
+def _cancel(client: Client, order, **data: str):
+    url = reverse("store-order-cancel", args=[order.pk])
+    return client.post(url, {"idempotency_key": _key(client, url), **data}, **HX)
+
+
+def test_cancel_restocks_every_line_once_and_refreshes_the_panels(
+    operator_client: Client, operator, product
+) -> None:
+    order = order_place(user=operator, shop=product.shop, lines=[(product.pk, 3)])
+    assert _stock(product) == 7
+    url = reverse("store-order-cancel", args=[order.pk])
+    key = _key(operator_client, url)
+    response = operator_client.post(
+        url, {"reason": "customer called", "idempotency_key": key}, **HX
+    )
+    assert response.status_code == 200
+    assert f"Order #{order.pk} cancelled" in response.content.decode()
+    assert "order-cancelled" in json.loads(response["HX-Trigger"])
+    # A double click (same key) replays the answer; nothing is restocked twice.
+    again = operator_client.post(url, {"reason": "customer called", "idempotency_key": key}, **HX)
+    assert again.status_code == 200
+    assert _stock(product) == 10
+    order.refresh_from_db()
+    assert order.cancelled_at is not None
+    restock = StockMovement.objects.get(order=order, delta__gt=0)
+    assert (restock.delta, restock.actor_id, restock.reason) == (3, operator.pk, "customer called")
+    ledger = StockMovement.objects.filter(product=product).aggregate(total=Sum("delta"))["total"]
+    assert product.initial_stock + ledger == _stock(product)
+
+
+def test_cancelling_a_paid_order_needs_the_refund_box(
+    operator_client: Client, operator, product
+) -> None:
+    order = order_place(user=operator, shop=product.shop, lines=[(product.pk, 2)])
+    order.paid, order.paid_at = True, timezone.now()
+    order.save(update_fields=["paid", "paid_at"])
+    refused = _cancel(operator_client, order)
+    assert refused.status_code == 409
+    assert "refund" in refused.content.decode()
+    assert _stock(product) == 8
+    assert _cancel(operator_client, order, refunded="on").status_code == 200
+    assert _stock(product) == 10
+
+
+def test_plain_cancel_post_redirects_and_the_table_offers_cancel_to_operators_only(
+    operator_client: Client, viewer_client: Client, operator, product
+) -> None:
+    order = order_place(user=operator, shop=product.shop, lines=[(product.pk, 1)])
+    cancel_url = reverse("store-order-cancel", args=[order.pk])
+    listing = reverse("store-order-list")
+    assert f'href="{cancel_url}"' in operator_client.get(listing).content.decode()
+    assert f'href="{cancel_url}"' not in viewer_client.get(listing).content.decode()
+    key = _key(operator_client, cancel_url)
+    response = operator_client.post(cancel_url, {"idempotency_key": key})
+    assert response.status_code == 303
+    page = operator_client.get(response["Location"]).content.decode()
+    assert f"Order #{order.pk} cancelled" in page
+    assert "Cancel order and restock" not in page  # a cancelled order offers no button
+    # Cancelled orders offer no actions in the table.
+    assert f'href="{cancel_url}"' not in operator_client.get(listing).content.decode()
 
 
 # --- prices -------------------------------------------------------------------

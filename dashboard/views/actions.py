@@ -25,6 +25,7 @@ from django_htmx.http import trigger_client_event
 
 from dashboard.action_forms import (
     AdjustForm,
+    CancelForm,
     EditForm,
     IdempotentForm,
     PayForm,
@@ -43,6 +44,7 @@ from store.exceptions import (
 )
 from store.models import Order, OutboxEvent, Product
 from store.selectors.prices import price_change_preview
+from store.services import orders as order_services
 from store.services.idempotency import StoredResponse, idempotency_run, request_fingerprint
 from store.services.outbox import outbox_requeue
 from store.services.payments import payment_process
@@ -311,6 +313,55 @@ def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         perform=perform,
         event="order-paid",
         on_error=_form_error(request, "pay-form", form, context),
+    )
+
+
+# Each render carries a fresh key: never cached; HTMX and full answers differ.
+@require_http_methods(["GET", "POST"])
+@permission_required("store.cancel_order", raise_exception=True)
+@never_cache
+@vary_on_headers("HX-Request")
+def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The order saga's compensating step: restock every line, mark it cancelled."""
+    order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
+    context: dict[str, Any] = {
+        "order": order,
+        "total": order.total,
+        "title": f"Cancel order #{order.pk}",
+    }
+    if request.method == "GET":
+        return _page(request, "cancel-form", {**context, "form": CancelForm.fresh()})
+    form = CancelForm(request.POST)
+    if not form.is_valid():
+        return _page(request, "cancel-form", {**context, "form": form}, status=422)
+    data = form.cleaned_data
+
+    def perform() -> StoredResponse:
+        already = order.cancelled_at is not None
+        cancelled = order_services.order_cancel(
+            order=order.pk, actor=request.user, reason=data["reason"], refunded=data["refunded"]
+        )
+        message = (
+            f"Order #{order.pk} was already cancelled."
+            if already
+            else f"Order #{order.pk} cancelled; every line restocked."
+        )
+        return _done(
+            request,
+            partial="cancel-result",
+            context={"order": cancelled, "total": order.total},
+            message=message,
+            location=reverse("store-order-cancel", args=[order.pk]),
+        )
+
+    return _run(
+        request,
+        form=form,
+        action="cancel",
+        payload={"order": order.pk, "reason": data["reason"], "refunded": data["refunded"]},
+        perform=perform,
+        event="order-cancelled",
+        on_error=_form_error(request, "cancel-form", form, context),
     )
 
 

@@ -181,7 +181,10 @@ def product_list(request: HtmxHttpRequest) -> HttpResponseBase:
 @cache_control(private=True)
 @vary_on_headers("HX-Request")
 def order_list(request: HtmxHttpRequest) -> HttpResponseBase:
-    actions = RowActions(can_pay=request.user.has_perm("store.mark_order_paid"))
+    actions = RowActions(
+        can_pay=request.user.has_perm("store.mark_order_paid"),
+        can_cancel=request.user.has_perm("store.cancel_order"),
+    )
     return _table_response(request, ORDERS, actions=actions)
 
 
