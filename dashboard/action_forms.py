@@ -19,6 +19,15 @@ def new_idempotency_key() -> str:
     return uuid.uuid4().hex
 
 
+def _reason_field() -> forms.CharField:
+    """The optional free-text reason every stock or order action records."""
+    return forms.CharField(
+        max_length=200,
+        required=False,
+        widget=forms.TextInput(attrs={"class": "form-control form-control-sm"}),
+    )
+
+
 class IdempotentForm(forms.Form):
     idempotency_key = forms.RegexField(
         regex=r"^[A-Za-z0-9_-]{8,64}$",
@@ -46,11 +55,7 @@ class AdjustForm(IdempotentForm):
         help_text="Signed: -3 removes three units, 5 adds five.",
         widget=forms.NumberInput(attrs={"class": "form-control form-control-sm", "step": 1}),
     )
-    reason = forms.CharField(
-        max_length=200,
-        required=False,
-        widget=forms.TextInput(attrs={"class": "form-control form-control-sm"}),
-    )
+    reason = _reason_field()
 
     def clean_delta(self) -> int:
         delta: int = self.cleaned_data["delta"]
@@ -71,11 +76,7 @@ class EditForm(IdempotentForm):
         max_value=MAX_UNITS,
         widget=forms.NumberInput(attrs={"class": "form-control form-control-sm"}),
     )
-    reason = forms.CharField(
-        max_length=200,
-        required=False,
-        widget=forms.TextInput(attrs={"class": "form-control form-control-sm"}),
-    )
+    reason = _reason_field()
     version = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
 
 
@@ -84,11 +85,7 @@ class PayForm(IdempotentForm):
 
 
 class CancelForm(IdempotentForm):
-    reason = forms.CharField(
-        max_length=200,
-        required=False,
-        widget=forms.TextInput(attrs={"class": "form-control form-control-sm"}),
-    )
+    reason = _reason_field()
     refunded = forms.BooleanField(
         required=False,
         label="The payment has been refunded",
