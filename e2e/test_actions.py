@@ -123,3 +123,28 @@ def test_mark_paid_from_the_orders_table(page: Page, live_server, operator) -> N
     expect(row.get_by_role("link", name="Mark paid")).to_have_count(0)
     order.refresh_from_db()
     assert order.paid
+
+
+def test_cancel_from_the_orders_table_restocks_and_refreshes_the_table(
+    page: Page, live_server, operator
+) -> None:
+    from store.services.orders import order_place
+
+    shop = factories.shop()
+    product = factories.product(shop=shop, category=factories.category(), stock=5)
+    order = order_place(user=operator, shop=shop, lines=[(product.pk, 2)])
+    _sign_in(page, live_server, operator)
+    page.goto(f"{live_server.url}/orders/")
+    row = page.locator(f'tr[data-row-id="{order.pk}"]')
+    row.get_by_role("link", name="Cancel").click()
+    form = page.locator('[data-action="cancel"]')
+    form.get_by_label("Reason").fill("customer changed their mind")
+    form.get_by_role("button", name="Cancel order and restock").dblclick()
+    expect(
+        page.get_by_role("status").filter(has_text=f"Order #{order.pk} cancelled")
+    ).to_be_visible()
+    # order-cancelled made the table re-read itself: a cancelled order offers nothing.
+    expect(row.get_by_role("link", name="Cancel")).to_have_count(0)
+    product.refresh_from_db()
+    assert product.stock == 5  # the double click restocked once
+    assert StockMovement.objects.filter(order=order, delta=2).count() == 1
