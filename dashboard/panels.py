@@ -41,6 +41,9 @@ from store.selectors.trending import trending
 logger = logging.getLogger("dashboard.panels")
 
 Params = dict[str, Any]
+# Part of every data key: raise it when a selector's result changes shape, so a
+# deploy never unpickles (or serves stale) an entry written by the old code.
+DATA_FORMAT = 2  # 2: trending products carry their stock
 # Parameters that change how a panel is shown, not what it computes.
 PRESENTATION_PARAMS = frozenset({"every"})
 
@@ -63,7 +66,7 @@ class Panel:
         return self.form_class(data, prefix=self.name, interval=self.interval)
 
     def data_key(self, params: Params) -> str:
-        return f"panel:{self.name}:{_encode(params)}"
+        return f"panel:{DATA_FORMAT}:{self.name}:{_encode(params)}"
 
 
 def _encode(params: Params) -> str:
@@ -130,8 +133,10 @@ PANELS: dict[str, Panel] = {
             title="Trending products",
             form_class=forms.TrendingForm,
             compute=lambda p: trending(window=p["window"]),
-            namespaces=("orders", "catalog"),
-            events=("order-paid", "order-cancelled", "prices-changed"),
+            # Stock is shown too: a manual adjustment refreshes it (orders move
+            # stock and bump "orders" anyway).
+            namespaces=("orders", "catalog", "stock"),
+            events=("order-paid", "order-cancelled", "prices-changed", "stock-changed"),
             ttl=60,
         ),
         Panel(

@@ -33,14 +33,23 @@ def low_product() -> Product:
     )
 
 
-def test_adjust_from_the_low_stock_panel_refreshes_it(
+def test_adjust_from_the_low_stock_panel_refreshes_it_and_trending(
     page: Page, live_server, operator, low_product
 ) -> None:
+    # A paid order today makes the lamp trending too; trending shows its stock.
+    factories.order(shop=low_product.shop, lines=[(low_product, 1)], paid=True)
     _sign_in(page, live_server, operator)
     page.goto(f"{live_server.url}/")
     panel = page.locator('[data-panel="low-stock"]')
     row = panel.get_by_role("row").filter(has_text="Nearly Gone Lamp")
     expect(row).to_be_visible()
+    trending_stock = (
+        page.locator('[data-panel="trending"]')
+        .get_by_role("row")
+        .filter(has_text="Nearly Gone Lamp")
+        .get_by_test_id("trending-stock")
+    )
+    expect(trending_stock).to_have_text("2")
     row.get_by_role("button", name="Adjust").click()
     form = page.locator('[data-action="adjust"]')
     form.get_by_label("Change").fill("10")
@@ -49,6 +58,8 @@ def test_adjust_from_the_low_stock_panel_refreshes_it(
     expect(page.get_by_role("status").filter(has_text="stock 2 → 12 (+10)")).to_be_visible()
     # The stock-changed event made the panel re-read itself: 12 is no longer low.
     expect(panel.get_by_role("row").filter(has_text="Nearly Gone Lamp")).to_have_count(0)
+    # ...and trending re-read itself too, showing the new stock.
+    expect(trending_stock).to_have_text("12")
     low_product.refresh_from_db()
     assert low_product.stock == 12
 

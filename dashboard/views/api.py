@@ -41,6 +41,7 @@ def trending(request: HtmxHttpRequest) -> JsonResponse:
                     "shop": p.shop,
                     "revenue_cents": p.revenue,
                     "units": p.units,
+                    "stock": p.stock,
                     "series_cents": p.series,
                 }
                 for p in data.products

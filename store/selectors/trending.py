@@ -26,6 +26,7 @@ class TrendingProduct:
     shop: str
     revenue: int  # cents
     units: int
+    stock: int  # on hand now: a trending product running low needs restocking first
     series: list[int]  # revenue per bucket, oldest first, one value per bucket
 
 
@@ -71,6 +72,7 @@ def trending(*, window: str, now: datetime | None = None, limit: int = 10) -> Tr
             units=Sum("quantity"),
             name=F("product__name"),
             shop=F("product__shop__name"),
+            stock=F("product__stock"),
         )
         .order_by("-revenue", "product_id")[:limit]
     )
@@ -102,6 +104,7 @@ def trending(*, window: str, now: datetime | None = None, limit: int = 10) -> Tr
                 shop=row["shop"],
                 revenue=int(row["revenue"]),
                 units=int(row["units"]),
+                stock=row["stock"],
                 series=series[row["product_id"]],
             )
             for row in top

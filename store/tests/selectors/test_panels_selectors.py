@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from store.models import Product
 from store.selectors.rankings import rank_window
 from store.selectors.shops import shop_activity
 from store.selectors.stats import category_groups, category_stats
@@ -137,6 +138,8 @@ def test_low_stock_severity(store) -> None:
 
 def test_trending_windows(store) -> None:
     day = trending(window="24h", now=store["now"])
+    stock = dict(Product.objects.values_list("name", "stock"))
+    assert [p.stock for p in day.products] == [stock["Atlas"], stock["Bible"]]
     assert [(p.name, p.revenue, p.units) for p in day.products] == [
         ("Atlas", 6000, 2),
         ("Bible", 1000, 1),
