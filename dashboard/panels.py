@@ -2,13 +2,15 @@
 
 A panel is a name (the contract in DESIGN.md), a parameter form, a selector call,
 the cache namespaces its data depends on and the HTMX events that make it refresh.
-Each panel's partial in ``templates/dashboard/index.html`` renders ``run.result``
-inside a ``{% cache %}`` fragment keyed by user id + namespace versions + params;
-the selector runs only when that fragment is missing (``run.result`` is lazy).
+Every panel renders through the ``panel`` partial of ``templates/dashboard/index.html``:
+a ``{% cache %}`` fragment keyed by panel name + user id + namespace versions +
+params (``PanelRun.fragment_key`` builds the same key) around the panel's own
+``<name>-body`` partial. The selector runs only when that fragment is missing
+(``run.result`` is lazy).
 
-Adding a panel's content (outbox, shard-health): set ``compute`` on its entry below
-to a function of the cleaned params that calls a selector, and fill the marked
-block of its partial in index.html. Until then the panel says "not available yet".
+Adding a panel: an entry below whose ``compute`` calls a selector with the cleaned
+params, and a ``<name>-body`` partial in index.html. Without ``compute`` the panel
+says "not available yet".
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ from store.selectors.trending import trending
 logger = logging.getLogger("dashboard.panels")
 
 Params = dict[str, Any]
+# Every panel renders through its "panel" partial (the cached frame), which includes
+# the panel's "<name>-body" partial.
+TEMPLATE = "dashboard/index.html"
+PANEL_PARTIAL = f"{TEMPLATE}#panel"
 # Part of every data key: raise it when a selector's result changes shape, so a
 # deploy never unpickles (or serves stale) an entry written by the old code.
 DATA_FORMAT = 2  # 2: trending products carry their stock
@@ -236,7 +242,12 @@ class PanelRun:
         parts += [f"{event} from:body" for event in self.panel.events]
         return ", ".join(parts)
 
-    # The {% cache %} vary-on list: user.pk, these two, every (see fragment_key).
+    @property
+    def body_template(self) -> str:
+        """This panel's content partial, included by the shared "panel" partial."""
+        return f"{TEMPLATE}#{self.name}-body"
+
+    # The {% cache %} vary-on list: run.name, user.pk, these two, every (see fragment_key).
     @property
     def versions_key(self) -> str:
         return ",".join(f"{ns}={v}" for ns, v in sorted(self.versions.items()))
@@ -248,8 +259,8 @@ class PanelRun:
     @property
     def fragment_key(self) -> str:
         user_id = getattr(self.user, "pk", None)
-        vary_on = [user_id, self.versions_key, self.params_key, self.every]
-        return make_template_fragment_key(self.name, vary_on)
+        vary_on = [self.name, user_id, self.versions_key, self.params_key, self.every]
+        return make_template_fragment_key("panel", vary_on)
 
     @cached_property
     def result(self) -> PanelResult:

@@ -71,12 +71,12 @@ def panel(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "can_inspect": request.user.is_superuser,
     }
     if _wants_partial(request):
-        response = render(request, f"dashboard/index.html#{name}", context)
+        response = render(request, panels.PANEL_PARTIAL, context)
         push = _push_url(request, run)
         if push:
             response["HX-Push-Url"] = push
     else:
-        context["partial"] = f"dashboard/index.html#{name}"
+        context["partial"] = panels.PANEL_PARTIAL
         response = render(request, "dashboard/panel_page.html", context)
     run.finish()
     return response
