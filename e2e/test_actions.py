@@ -8,6 +8,7 @@ from django.test import Client
 from playwright.sync_api import Page, expect
 
 from store.models import Product, StockMovement
+from store.services.orders import order_place
 from store.tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -139,8 +140,6 @@ def test_mark_paid_from_the_orders_table(page: Page, live_server, operator) -> N
 def test_cancel_from_the_orders_table_restocks_and_refreshes_the_table(
     page: Page, live_server, operator
 ) -> None:
-    from store.services.orders import order_place
-
     shop = factories.shop()
     product = factories.product(shop=shop, category=factories.category(), stock=5)
     order = order_place(user=operator, shop=shop, lines=[(product.pk, 2)])
