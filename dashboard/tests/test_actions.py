@@ -327,6 +327,13 @@ def test_unknown_order_is_404(operator_client: Client) -> None:
     assert operator_client.post(url, {"idempotency_key": "abcdefgh12"}).status_code == 404
 
 
+@pytest.mark.parametrize("url_name", ["store-order-pay", "store-order-cancel"])
+def test_order_forms_show_the_stored_total(operator_client: Client, product, url_name) -> None:
+    order = factories.order(shop=product.shop, lines=[(product, 3)])  # 3 x 1,000 cents
+    body = operator_client.get(reverse(url_name, args=[order.pk]), **HX).content.decode()
+    assert "total 3,000 cents" in body
+
+
 def test_paying_a_cancelled_order_is_409(operator_client: Client, operator, product) -> None:
     order = factories.order(shop=product.shop, lines=[(product, 1)])
     order_cancel(order=order, actor=operator, reason="test")

@@ -277,8 +277,7 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
-    total = order.total
-    context: dict[str, Any] = {"order": order, "total": total, "title": f"Pay order #{order.pk}"}
+    context: dict[str, Any] = {"order": order, "title": f"Pay order #{order.pk}"}
     if request.method == "GET":
         return _page(request, "pay-form", {**context, "form": PayForm.fresh()})
     form = PayForm(request.POST)
@@ -288,7 +287,7 @@ def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     def perform() -> StoredResponse:
         result = payment_process(
             order=order.pk,
-            amount=total,
+            amount=order.total,
             idempotency_key=form.cleaned_data["idempotency_key"],
             actor=request.user,
         )
@@ -300,7 +299,7 @@ def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return _done(
             request,
             partial="pay-result",
-            context={"order": result.order, "total": total},
+            context={"order": result.order},
             message=message,
             location=reverse("store-order-pay", args=[order.pk]),
         )
@@ -326,7 +325,6 @@ def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
     context: dict[str, Any] = {
         "order": order,
-        "total": order.total,
         "title": f"Cancel order #{order.pk}",
     }
     if request.method == "GET":
@@ -349,7 +347,7 @@ def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return _done(
             request,
             partial="cancel-result",
-            context={"order": cancelled, "total": order.total},
+            context={"order": cancelled},
             message=message,
             location=reverse("store-order-cancel", args=[order.pk]),
         )
