@@ -21,6 +21,7 @@ from store.models import (
     Shop,
     StockMovement,
 )
+from store.services.catalog import product_delete, product_save
 from store.sharding import shard_for_user
 
 
@@ -48,6 +49,17 @@ class ProductAdmin(admin.ModelAdmin):
     # Stock changes go through the locked, ledgered service, never a raw admin edit.
     readonly_fields = ["initial_stock", "stock", "version", "created_at", "updated_at"]
     show_full_result_count = False
+
+    # Through the catalog service, so the rollups the panels read follow every edit.
+    def save_model(self, request: HttpRequest, obj: Product, form: Any, change: bool) -> None:
+        product_save(product=obj)
+
+    def delete_model(self, request: HttpRequest, obj: Product) -> None:
+        product_delete(product=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        for product in queryset:
+            product_delete(product=product)
 
 
 class OrderItemInline(admin.TabularInline):

@@ -362,3 +362,127 @@ class ShardMove(models.Model):
 
     def __str__(self) -> str:
         return f"buckets {self.first_bucket}-{self.last_bucket} -> {self.target} ({self.state})"
+
+
+# --- Rollups: exact summaries the panels read (store/services/rollups.py) -----
+# Each is kept by the very transaction that changes its inputs, with increments in
+# SQL. Keys that many writers share are split into ROLLUP_SLOTS counter slots
+# (product id or order id modulo the slot count) that readers sum, so no rollup row
+# becomes a hot row. No database foreign keys: an FK check would share-lock the
+# shop and category rows on every insert; the ORM still joins through them.
+
+ROLLUP_SLOTS = 8
+
+
+def _rollup_fk(model: type[models.Model]) -> Any:
+    return models.ForeignKey(
+        model, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+
+
+class CategoryRollup(models.Model):
+    """Catalog figures and net revenue per shop x category (summed over slots).
+
+    ``low_stock`` counts products at or under ``STOREOPS_LOW_STOCK_THRESHOLD``;
+    ``revenue`` is paid, not cancelled order items of the shop x category's products.
+    """
+
+    shop = _rollup_fk(Shop)
+    category = _rollup_fk(Category)
+    slot = models.PositiveSmallIntegerField()
+    products = models.BigIntegerField(default=0, db_default=0)
+    price_sum = models.BigIntegerField(default=0, db_default=0)
+    stock_sum = models.BigIntegerField(default=0, db_default=0)
+    low_stock = models.BigIntegerField(default=0, db_default=0)
+    out_of_stock = models.BigIntegerField(default=0, db_default=0)
+    revenue = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["shop", "category", "slot"], name="categoryrollup_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"shop {self.shop_id} x category {self.category_id} [{self.slot}]"
+
+
+class ProductSales(models.Model):
+    """Net units and revenue of one product per hour of paid time (UTC)."""
+
+    product = _rollup_fk(Product)
+    hour = models.DateTimeField()
+    units = models.BigIntegerField(default=0, db_default=0)
+    revenue = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["product", "hour"], name="productsales_key")]
+        indexes = [
+            # Trending reads a window of hours: an index-only range scan.
+            models.Index(
+                fields=["hour"], include=["product", "revenue", "units"], name="productsales_hour"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"product {self.product_id} at {self.hour:%Y-%m-%d %H}:00"
+
+
+class ProductRevenue(models.Model):
+    """Net lifetime revenue per product, and where that revenue is attributed.
+
+    ``shop`` and ``category`` follow the product (a move updates them under this
+    row's lock); payments read them back from this row, so a payment racing a
+    move credits the category the move left the revenue in.
+    """
+
+    product = models.OneToOneField(
+        Product,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        primary_key=True,
+        related_name="+",
+    )
+    shop = _rollup_fk(Shop)
+    category = _rollup_fk(Category)
+    units = models.BigIntegerField(default=0, db_default=0)
+    revenue = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["category", "-revenue"], name="productrevenue_rank")]
+
+    def __str__(self) -> str:
+        return f"product {self.product_id}: {self.revenue}"
+
+
+class ShopRollup(models.Model):
+    """Open orders and the last payment per shop (summed / maxed over slots)."""
+
+    shop = _rollup_fk(Shop)
+    slot = models.PositiveSmallIntegerField()
+    open_orders = models.BigIntegerField(default=0, db_default=0)
+    last_paid_at = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["shop", "slot"], name="shoprollup_key")]
+
+    def __str__(self) -> str:
+        return f"shop {self.shop_id} [{self.slot}]"
+
+
+class ShopSales(models.Model):
+    """Net paid orders and revenue per shop per hour of paid time (UTC)."""
+
+    shop = _rollup_fk(Shop)
+    hour = models.DateTimeField()
+    slot = models.PositiveSmallIntegerField()
+    orders = models.BigIntegerField(default=0, db_default=0)
+    revenue = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["shop", "hour", "slot"], name="shopsales_key")
+        ]
+        indexes = [models.Index(fields=["hour"], name="shopsales_hour")]
+
+    def __str__(self) -> str:
+        return f"shop {self.shop_id} at {self.hour:%Y-%m-%d %H}:00 [{self.slot}]"

@@ -106,6 +106,8 @@ def _statement_script() -> str:
         "method": "'adjust'",
         "actor": "NULL",
         "key": "''",
+        "low": "5",
+        "slots": "8",
         "event_id": "gen_random_uuid()",
     }
     sql_text = _ADJUST_SQL

@@ -194,7 +194,8 @@ def test_adjust_post_runs_a_constant_number_of_queries(
         product = factories.product(shop=shop, category=category, stock=stock)
         url = _adjust_url(product)
         key = _key(operator_client, url)
-        with django_assert_max_num_queries(17):
+        # 18 on SQLite, where the rollup upsert is a statement of its own.
+        with django_assert_max_num_queries(18):
             operator_client.post(url, {"delta": "-1", "idempotency_key": key}, **HX)
 
 

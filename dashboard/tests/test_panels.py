@@ -285,9 +285,10 @@ def test_query_count_is_constant(
     viewer_client.get("/")  # the session and permission caches are warm from here on
     with sql_seen() as seen:
         assert _panel(viewer_client, name).status_code == 200
-    assert 1 <= len(seen.panel) <= 2
+    # Rollup reads: at most three small queries per panel, whatever the size.
+    assert 1 <= len(seen.panel) <= 3
     cache.clear()
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(7):
         assert _panel(viewer_client, name).status_code == 200
 
 

@@ -1,12 +1,14 @@
-"""Per-category and per-group catalog statistics for the dashboard panels."""
+"""Per-category and per-group catalog statistics for the dashboard panels (from rollups)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Avg, Count, F, Max, Min, Q, Sum
+from django.conf import settings
+from django.db.models import Count, FloatField, OuterRef, Subquery, Sum
+from django.db.models.functions import Cast
 
-from store.models import Category, OrderItem, Product
+from store.models import Category, CategoryRollup, Product
 
 CATEGORY_STATS_COLUMNS = (
     "name",
@@ -34,45 +36,63 @@ class CategoryStat:
 
 
 def category_stats(*, low_stock_threshold: int, sort: str = "-revenue") -> list[CategoryStat]:
-    """Every category with its catalog figures and its revenue from paid orders.
+    """Every category with its catalog figures and its net revenue, from the rollups.
 
-    Two grouped queries, not one: joining order items into the product aggregate
-    would multiply product rows by their items and skew every count and average.
-    ``sort`` is a column of CATEGORY_STATS_COLUMNS, ``-`` for descending; the rows
-    are few (one per category), so they are merged and sorted here.
+    Three queries whatever the store's size: the shop x category rollup summed per
+    category (counts, price and stock sums, low-stock counts, net revenue), the
+    categories with their cheapest and dearest price (two index probes each on
+    ``product_category_price``), and, only for a threshold other than the
+    configured one, the low-stock counts from the ``product_low_stock`` partial
+    index. ``sort`` is a column of CATEGORY_STATS_COLUMNS, ``-`` for descending;
+    the rows are few (one per category), so they are merged and sorted here.
     """
     column = sort.removeprefix("-")
     if column not in CATEGORY_STATS_COLUMNS:
         raise ValueError(f"unknown sort column {sort!r}")
-    rows = Category.objects.annotate(
-        n_products=Count("products"),
-        avg_price=Avg("products__price"),
-        min_price=Min("products__price"),
-        max_price=Max("products__price"),
-        units=Sum("products__stock", default=0),
-        low=Count("products", filter=Q(products__stock__lte=low_stock_threshold)),
-    ).values_list("pk", "name", "n_products", "avg_price", "min_price", "max_price", "units", "low")
-    revenue = dict(
-        OrderItem.objects.filter(order__paid=True)
-        .values("product__category")
-        .annotate(total=Sum(F("quantity") * F("unit_price")))
-        .values_list("product__category", "total")
-        .order_by()
-    )
-    stats = [
-        CategoryStat(
-            id=pk,
-            name=name,
-            products=n,
-            avg_price=float(avg) if avg is not None else None,
-            min_price=low_price,
-            max_price=high_price,
-            stock=units,
-            low_stock=low,
-            revenue=int(revenue.get(pk) or 0),
+    totals = {
+        row["category_id"]: row
+        for row in CategoryRollup.objects.values("category_id")
+        .annotate(
+            n=Sum("products"),
+            prices=Sum("price_sum"),
+            units=Sum("stock_sum"),
+            low=Sum("low_stock"),
+            revenue=Sum("revenue"),
         )
-        for pk, name, n, avg, low_price, high_price, units, low in rows
-    ]
+        .order_by()
+    }
+    by_price = Product.objects.filter(category=OuterRef("pk")).values("price")
+    categories = Category.objects.annotate(
+        min_price=Subquery(by_price.order_by("price")[:1]),
+        max_price=Subquery(by_price.order_by("-price")[:1]),
+    ).values_list("pk", "name", "min_price", "max_price")
+    low_counts = None
+    if low_stock_threshold != settings.STOREOPS_LOW_STOCK_THRESHOLD:
+        low_counts = dict(
+            Product.objects.low_stock(low_stock_threshold)
+            .values("category_id")
+            .annotate(n=Count("pk"))
+            .values_list("category_id", "n")
+            .order_by()
+        )
+    stats = []
+    for pk, name, low_price, high_price in categories:
+        row = totals.get(pk, {})
+        n = int(row.get("n") or 0)
+        low = low_counts.get(pk, 0) if low_counts is not None else int(row.get("low") or 0)
+        stats.append(
+            CategoryStat(
+                id=pk,
+                name=name,
+                products=n,
+                avg_price=int(row["prices"]) / n if n else None,
+                min_price=low_price,
+                max_price=high_price,
+                stock=int(row.get("units") or 0),
+                low_stock=low,
+                revenue=int(row.get("revenue") or 0),
+            )
+        )
     # None (a category without products) sorts last either way; name breaks ties.
     stats.sort(key=lambda s: s.name)
     present = [s for s in stats if getattr(s, column) is not None]
@@ -94,12 +114,16 @@ class CategoryGroup:
 def category_groups(*, min_avg_price: int, limit: int = 200) -> list[CategoryGroup]:
     """Shop x category groups whose average price (cents) reaches ``min_avg_price``.
 
-    The threshold is a HAVING clause: Django puts a filter on an aggregate
+    Read from the shop x category rollup (a few thousand rows whatever the catalog's
+    size); the threshold is a HAVING clause: Django puts a filter on an aggregate
     annotation after GROUP BY.
     """
+    average = Cast(Sum("price_sum"), FloatField()) / Cast(Sum("products"), FloatField())
     rows = (
-        Product.objects.values("shop_id", "shop__name", "category_id", "category__name")
-        .annotate(avg_price=Avg("price"), n_products=Count("pk"))
+        CategoryRollup.objects.values("shop_id", "shop__name", "category_id", "category__name")
+        .annotate(n_products=Sum("products"))
+        .filter(n_products__gt=0)
+        .annotate(avg_price=average)
         .filter(avg_price__gte=min_avg_price)
         .order_by("-avg_price", "shop__name", "category__name")[:limit]
     )

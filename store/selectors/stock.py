@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Case, CharField, Count, IntegerField, Q, Value, When
+from django.db.models import Case, CharField, Count, Q, Value, When
 
 from store.models import Product
 
@@ -54,18 +54,12 @@ def low_stock(*, threshold: int, limit: int = 50) -> LowStock:
         critical=Count("pk", filter=Q(stock__gt=0, stock__lte=CRITICAL_STOCK)),
     )
     rows = (
-        flagged.annotate(
-            severity=_severity(),
-            urgency=Case(
-                When(stock=0, then=Value(0)),
-                When(stock__lte=CRITICAL_STOCK, then=Value(1)),
-                default=Value(2),
-                output_field=IntegerField(),
-            ),
-        )
+        flagged.annotate(severity=_severity())
         .select_related("shop", "category")
         .only("name", "sku", "stock", "shop__name", "category__name")
-        .order_by("urgency", "stock", "pk")[:limit]
+        # Out, then critical, then low is ascending stock: the partial index's order,
+        # so the rows cost what they show, not what is flagged.
+        .order_by("stock", "pk")[:limit]
     )
     return LowStock(
         threshold=threshold,

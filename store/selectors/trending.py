@@ -1,4 +1,4 @@
-"""Trending products: revenue from paid orders over a recent window."""
+"""Trending products: net revenue (paid, not cancelled) over a recent window."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from store.models import OrderItem
+from store.models import Product, ProductSales
 
 # window -> (length, sparkline bucket); a day of hourly points says more than two daily ones.
 TRENDING_WINDOWS: dict[str, tuple[timedelta, str]] = {
@@ -53,41 +53,52 @@ def _bucket_starts(since: datetime, until: datetime, bucket: str) -> list[dateti
     return starts
 
 
+def window_start(until: datetime, length: timedelta) -> datetime:
+    """Windows are whole hours: "24 h" is the current hour and the 23 before it."""
+    return until.replace(minute=0, second=0, microsecond=0) - length + timedelta(hours=1)
+
+
 def trending(*, window: str, now: datetime | None = None, limit: int = 10) -> Trending:
-    """The ``limit`` products with the most paid revenue in the window, each with
-    its revenue per hour (24 h) or per day (7 d, 30 d). Two queries."""
+    """The ``limit`` products with the most net revenue in the window, each with its
+    revenue per hour (24 h) or per day (7 d, 30 d). Three queries over the hourly
+    product sales rollup: the top products (an index-only range scan of the window's
+    hours, so the cost follows the products sold in the window, not the order
+    history), their names and stock, and their per-bucket series."""
     if window not in TRENDING_WINDOWS:
         raise ValueError(f"unknown trending window {window!r}")
     length, bucket = TRENDING_WINDOWS[window]
     until = now or timezone.now()
-    since = until - length
-    paid = OrderItem.objects.filter(
-        order__paid=True, order__paid_at__gte=since, order__paid_at__lt=until
-    )
-    revenue = Sum(F("quantity") * F("unit_price"))
+    since = window_start(until, length)
+    sales = ProductSales.objects.filter(hour__gte=since, hour__lt=until)
     top = list(
-        paid.values("product_id")
-        .annotate(
-            revenue=revenue,
-            units=Sum("quantity"),
-            name=F("product__name"),
-            shop=F("product__shop__name"),
-            stock=F("product__stock"),
-        )
+        sales.values("product_id")
+        .annotate(revenue=Sum("revenue"), units=Sum("units"))
+        .filter(units__gt=0)
         .order_by("-revenue", "product_id")[:limit]
+    )
+    ids = [row["product_id"] for row in top]
+    products = (
+        {
+            p["pk"]: p
+            for p in Product.objects.filter(pk__in=ids).values(
+                "pk", "name", "stock", shop_name=F("shop__name")
+            )
+        }
+        if ids
+        else {}
     )
     starts = _bucket_starts(since, until, bucket)
     index = {start: i for i, start in enumerate(starts)}
-    series: dict[int, list[int]] = {row["product_id"]: [0] * len(starts) for row in top}
+    series: dict[int, list[int]] = {pk: [0] * len(starts) for pk in ids}
     trunc = TruncHour if bucket == "hour" else TruncDay
     per_bucket = (
-        paid.filter(product_id__in=list(series))
-        .annotate(at=trunc("order__paid_at"))
+        sales.filter(product_id__in=ids)
+        .annotate(at=trunc("hour"))
         .values("product_id", "at")
-        .annotate(revenue=revenue)
+        .annotate(revenue=Sum("revenue"))
         .order_by()
     )
-    for row in per_bucket if series else ():
+    for row in per_bucket if ids else ():
         position = index.get(row["at"])
         if position is not None:
             series[row["product_id"]][position] += int(row["revenue"])
@@ -100,11 +111,11 @@ def trending(*, window: str, now: datetime | None = None, limit: int = 10) -> Tr
         products=[
             TrendingProduct(
                 product_id=row["product_id"],
-                name=row["name"],
-                shop=row["shop"],
+                name=products[row["product_id"]]["name"],
+                shop=products[row["product_id"]]["shop_name"],
                 revenue=int(row["revenue"]),
                 units=int(row["units"]),
-                stock=row["stock"],
+                stock=products[row["product_id"]]["stock"],
                 series=series[row["product_id"]],
             )
             for row in top

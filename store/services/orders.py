@@ -22,6 +22,7 @@ from store.exceptions import (
 from store.models import Order, OrderItem, Product, Shop, StockMovement
 from store.services.outbox import actor_ref, outbox_enqueue
 from store.services.retry import atomic_with_retry
+from store.services.rollups import OrderState, ProductState, RollupDeltas, order_lines
 from store.services.stock import Actor, _record
 
 MAX_LINE_QUANTITY = 10_000
@@ -33,7 +34,7 @@ def _lock_products(product_ids: Iterable[int]) -> dict[int, Product]:
         Product.objects.select_for_update()
         .filter(pk__in=sorted(set(product_ids)))
         .order_by("pk")
-        .only("pk", "shop_id", "stock", "price", "version")
+        .only("pk", "shop_id", "category_id", "stock", "price", "version")
     )
     return {product.pk: product for product in locked}
 
@@ -46,6 +47,7 @@ def _move_stock(
     actor: Actor,
     reason: str,
     order_id: int,
+    rollup: RollupDeltas,
 ) -> None:
     """Apply each product's delta with its ledger row, in ascending pk order."""
     for pk in sorted(deltas):
@@ -56,6 +58,7 @@ def _move_stock(
         )
         product.stock = before + deltas[pk]
         product.version += 1
+        rollup.stock_moved(product=ProductState.of_key(product), before=before, after=product.stock)
         _record(
             product=product,
             before=before,
@@ -106,6 +109,8 @@ def order_place(*, user: Actor, shop: Shop, lines: Iterable[tuple[int, int]]) ->
             )
             for pk in sorted(wanted)
         )
+        rollup = RollupDeltas()
+        rollup.order(OrderState.of(order, ()), 1)
         _move_stock(
             products,
             {pk: -quantity for pk, quantity in wanted.items()},
@@ -113,7 +118,9 @@ def order_place(*, user: Actor, shop: Shop, lines: Iterable[tuple[int, int]]) ->
             actor=user,
             reason=f"order #{order.pk}",
             order_id=order.pk,
+            rollup=rollup,
         )
+        rollup.apply()
         outbox_enqueue(
             topic="order.placed",
             key=f"order:{order.pk}",
@@ -140,10 +147,15 @@ def order_mark_paid(*, order: Order | int, actor: Actor) -> tuple[Order, bool]:
             raise OrderCancelled(pk=pk)
         if locked.paid:
             return locked, False
+        lines = order_lines(pk)
+        rollup = RollupDeltas()
+        rollup.order(OrderState.of(locked, lines), -1)
         locked.paid = True
         locked.paid_at = timezone.now()
         locked.version += 1
         locked.save(update_fields=["paid", "paid_at", "version"])
+        rollup.order(OrderState.of(locked, lines), 1)
+        rollup.apply()
         outbox_enqueue(
             topic="order.paid",
             key=f"order:{pk}",
@@ -166,10 +178,12 @@ def order_cancel(*, order: Order | int, actor: Actor, reason: str, refunded: boo
             return locked
         if locked.paid and not refunded:
             raise OrderNeedsRefund(pk=pk)
-        items = list(OrderItem.objects.filter(order_id=pk).order_by("product_id"))
+        lines = order_lines(pk)
         quantities: Counter[int] = Counter()
-        for item in items:
-            quantities[item.product_id] += item.quantity
+        for line in lines:
+            quantities[line.product_id] += line.quantity
+        rollup = RollupDeltas()
+        rollup.order(OrderState.of(locked, lines), -1)
         _move_stock(
             _lock_products(quantities),
             quantities,
@@ -177,10 +191,13 @@ def order_cancel(*, order: Order | int, actor: Actor, reason: str, refunded: boo
             actor=actor,
             reason=reason or f"order #{pk} cancelled",
             order_id=pk,
+            rollup=rollup,
         )
         locked.cancelled_at = timezone.now()
         locked.version += 1
         locked.save(update_fields=["cancelled_at", "version"])
+        rollup.order(OrderState.of(locked, lines), 1)
+        rollup.apply()
         outbox_enqueue(
             topic="order.cancelled",
             key=f"order:{pk}",

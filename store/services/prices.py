@@ -15,6 +15,7 @@ from store.exceptions import NothingToChange, StockLimitExceeded
 from store.models import Product
 from store.services.outbox import actor_ref, outbox_enqueue
 from store.services.retry import atomic_with_retry
+from store.services.rollups import price_change_rollup
 from store.services.stock import MAX_UNITS, Actor
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def price_change(*, filters: PriceFilter, percent: int, actor: Actor) -> int:
             raise NothingToChange()
         if (top * (100 + percent) + 50) // 100 > MAX_UNITS:
             raise StockLimitExceeded(maximum=MAX_UNITS)
+        rollup = price_change_rollup(matching, new_price_expression(percent))
         changed = matching.update(
             price=new_price_expression(percent),
             version=F("version") + 1,
@@ -74,6 +76,7 @@ def price_change(*, filters: PriceFilter, percent: int, actor: Actor) -> int:
         logger.info(
             "prices changed by %+d%% on %d products by user %s", percent, changed, actor_ref(actor)
         )
+        rollup.apply()
         bump("catalog")
         return changed
 

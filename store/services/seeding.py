@@ -35,6 +35,7 @@ from store.models import (
     Product,
     Shop,
 )
+from store.services.rollups import rollups_rebuild
 from store.sharding import bucket_for_user, shard_for_bucket
 
 CHUNK = 20_000
@@ -288,6 +289,8 @@ def seed_demo(*, plan: SeedPlan, progress: Progress = _quiet) -> SeedResult:
     result.counts["customers"], result.counts["customer events"] = _load_customers(
         plan, lifetime, progress
     )
+    # The panels read rollups: fill them from what was just loaded.
+    rollups_rebuild(progress=lambda name, done, total: progress("rollups", done, total))
     return result
 
 

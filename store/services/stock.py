@@ -17,9 +17,10 @@ from django.utils import timezone
 
 from store.caching import bump
 from store.exceptions import InsufficientStock, StockLimitExceeded, VersionConflict
-from store.models import Product, StockMovement
+from store.models import ROLLUP_SLOTS, Product, StockMovement
 from store.services.outbox import actor_ref, outbox_enqueue
 from store.services.retry import atomic_with_retry
+from store.services.rollups import ProductState, RollupDeltas, low_stock_threshold
 
 # PositiveIntegerField is a 32-bit column on PostgreSQL.
 MAX_UNITS = 2_147_483_647
@@ -44,7 +45,10 @@ def _record(
     idempotency_key: str,
     order_id: int | None = None,
 ) -> StockMovement:
-    """Ledger row + outbox event + cache bump for one product's change."""
+    """Ledger row + outbox event + cache bump for one product's change.
+
+    Rollups are the caller's: it knows whether price changed too (see RollupDeltas).
+    """
     movement = StockMovement.objects.create(
         product=product,
         delta=after - before,
@@ -90,7 +94,11 @@ def stock_adjust(
         )
 
     def apply() -> StockChange:
-        locked = Product.objects.select_for_update().only("pk", "stock", "version").get(pk=pk)
+        locked = (
+            Product.objects.select_for_update()
+            .only("pk", "shop_id", "category_id", "stock", "version")
+            .get(pk=pk)
+        )
         before = locked.stock
         after = before + delta
         if after < 0:
@@ -111,6 +119,9 @@ def stock_adjust(
             reason=reason,
             idempotency_key=idempotency_key,
         )
+        rollup = RollupDeltas()
+        rollup.stock_moved(product=ProductState.of_key(locked), before=before, after=after)
+        rollup.apply()
         return StockChange(product=locked, movement=movement)
 
     return atomic_with_retry(apply)
@@ -128,7 +139,20 @@ WITH changed AS (
     UPDATE store_product
        SET stock = stock + %(delta)s, version = version + 1, updated_at = clock_timestamp()
      WHERE id = %(pk)s AND stock::bigint + %(delta)s BETWEEN 0 AND %(max)s
- RETURNING id, stock - %(delta)s AS stock_before, stock AS stock_after, version
+ RETURNING id, shop_id, category_id, stock - %(delta)s AS stock_before, stock AS stock_after,
+           version
+), rollup AS (
+    -- The shop x category rollup (store/services/rollups.py), in the same statement.
+    INSERT INTO store_categoryrollup AS r (shop_id, category_id, slot, products, price_sum,
+                                           stock_sum, low_stock, out_of_stock, revenue)
+    SELECT shop_id, category_id, mod(id, %(slots)s), 0, 0, %(delta)s,
+           (stock_after <= %(low)s)::int - (stock_before <= %(low)s)::int,
+           (stock_after = 0)::int - (stock_before = 0)::int, 0
+      FROM changed
+        ON CONFLICT (shop_id, category_id, slot) DO UPDATE
+       SET stock_sum = r.stock_sum + excluded.stock_sum,
+           low_stock = r.low_stock + excluded.low_stock,
+           out_of_stock = r.out_of_stock + excluded.out_of_stock
 ), movement AS (
     INSERT INTO store_stockmovement (product_id, delta, stock_before, stock_after, reason,
                                      method, actor_id, order_id, idempotency_key, created_at)
@@ -167,6 +191,8 @@ _ADJUST_PARAMS = {
     "method": "text",
     "actor": "bigint",
     "key": "text",
+    "low": "integer",
+    "slots": "integer",
 }
 _ADJUST_STATEMENT = "storeops_stock_adjust"
 _MOVEMENT_FIELDS = [field.attname for field in StockMovement._meta.concrete_fields]
@@ -230,6 +256,8 @@ def _adjust_in_one_statement(
         "method": StockMovement.Method.ADJUST.value,
         "actor": actor_id,
         "key": idempotency_key,
+        "low": low_stock_threshold(),
+        "slots": ROLLUP_SLOTS,
     }
     cursor = _cursor_for_adjust()
     cursor.execute(_EXECUTE_ADJUST, params)
@@ -290,7 +318,9 @@ def stock_set_optimistic(
     def apply() -> StockChange:
         # Every write bumps the version, so the stock read at the expected version
         # is exactly the stock the conditional UPDATE replaces.
-        seen = Product.objects.only("pk", "stock", "price", "version").get(pk=pk)
+        seen = Product.objects.only(
+            "pk", "shop_id", "category_id", "stock", "price", "version"
+        ).get(pk=pk)
         changes: dict[str, object] = {
             "stock": new_stock,
             "version": F("version") + 1,
@@ -306,6 +336,10 @@ def stock_set_optimistic(
             current = Product.objects.values("stock", "price", "version").get(pk=pk)
             raise VersionConflict(current=dict(current))
         updated = Product.objects.get(pk=pk)
+        rollup = RollupDeltas()
+        rollup.product(ProductState.of(seen), -1)
+        rollup.product(ProductState.of(updated), 1)
+        rollup.apply()
         movement = None
         if new_stock != seen.stock:
             movement = _record(

@@ -9,6 +9,7 @@ from decimal import Decimal
 from django.utils import timezone
 
 from store.models import Category, Order, OrderItem, Product, Shop
+from store.services import rollups
 
 _seq = itertools.count(1)
 
@@ -34,7 +35,7 @@ def product(
     rating: str = "4.00",
 ) -> Product:
     n = next(_seq)
-    return Product.objects.create(
+    made = Product.objects.create(
         shop=shop,
         category=category,
         name=name or f"Product {n}",
@@ -45,6 +46,8 @@ def product(
         is_public=is_public,
         rating=Decimal(rating),
     )
+    rollups.product_added(made)
+    return made
 
 
 def order(
@@ -68,6 +71,7 @@ def order(
     OrderItem.objects.bulk_create(
         OrderItem(order=made, product=p, quantity=q, unit_price=p.price) for p, q in lines
     )
+    rollups.order_added(made)
     return made
 
 

@@ -1,0 +1,24 @@
+"""Fill the rollups of a database that already has orders (empty ones are no-ops).
+
+Uses today's rebuild code rather than historical models: the rollup definitions
+live in one place (store.selectors.rollups), and a large store can instead run
+``manage.py rollups rebuild`` online after migrating.
+"""
+
+from django.db import migrations
+
+
+def fill(apps, schema_editor):
+    if schema_editor.connection.alias != "default":
+        return
+    from store.services.rollups import rollups_rebuild
+
+    rollups_rebuild()
+
+
+class Migration(migrations.Migration):
+    atomic = False  # the rebuild commits batch by batch
+
+    dependencies = [("store", "0009_rollups")]
+
+    operations = [migrations.RunPython(fill, migrations.RunPython.noop)]

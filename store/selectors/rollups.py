@@ -1,0 +1,266 @@
+"""The rollups' definitions as full scans, and the check that both agree.
+
+Each ``*_rows`` queryset computes a rollup table's rows from the base tables, with
+the table's own column names (``rollups_rebuild`` inserts them as they are);
+``rollup_differences`` compares every rollup with its full scan in the database
+(FULL OUTER JOIN, one snapshot) and returns the rows that disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models.functions import TruncHour
+
+from store.models import (
+    ROLLUP_SLOTS,
+    CategoryRollup,
+    Order,
+    OrderItem,
+    Product,
+    ProductRevenue,
+    ProductSales,
+    ShopRollup,
+    ShopSales,
+)
+
+# Net revenue: paid and not cancelled (a paid order is only cancelled with a refund).
+NET_PAID_ITEMS = Q(order__paid=True, order__cancelled_at__isnull=True)
+NET_PAID_ORDERS = Q(paid=True, cancelled_at__isnull=True)
+
+
+def _product_range(queryset: QuerySet[Any], field: str, product_range: tuple[int, int] | None):
+    if product_range is None:
+        return queryset
+    first, stop = product_range
+    return queryset.filter(**{f"{field}__gte": first, f"{field}__lt": stop})
+
+
+def category_rows(*, shop_id: int | None = None) -> QuerySet[Any]:
+    """Catalog figures per shop x category x slot (revenue comes separately)."""
+    products = Product.objects.order_by()
+    if shop_id is not None:
+        products = products.filter(shop_id=shop_id)
+    low = settings.STOREOPS_LOW_STOCK_THRESHOLD
+    return (
+        products.annotate(slot=F("pk") % ROLLUP_SLOTS)
+        .values("shop_id", "category_id", "slot")
+        .annotate(
+            products=Count("pk"),
+            price_sum=Sum("price"),
+            stock_sum=Sum("stock"),
+            low_stock=Count("pk", filter=Q(stock__lte=low)),
+            out_of_stock=Count("pk", filter=Q(stock=0)),
+        )
+    )
+
+
+def category_revenue_rows(*, shop_id: int | None = None) -> QuerySet[Any]:
+    """Net revenue per shop x category x slot of the products sold."""
+    items = OrderItem.objects.filter(NET_PAID_ITEMS).order_by()
+    if shop_id is not None:
+        items = items.filter(product__shop_id=shop_id)
+    return (
+        items.annotate(
+            shop_id=F("product__shop_id"),
+            category_id=F("product__category_id"),
+            slot=F("product_id") % ROLLUP_SLOTS,
+        )
+        .values("shop_id", "category_id", "slot")
+        .annotate(revenue=Sum(F("quantity") * F("unit_price")))
+    )
+
+
+def product_revenue_rows(*, product_range: tuple[int, int] | None = None) -> QuerySet[Any]:
+    items = _product_range(OrderItem.objects.filter(NET_PAID_ITEMS), "product_id", product_range)
+    return (
+        items.order_by()
+        .values("product_id")
+        .annotate(
+            shop_id=Max("product__shop_id"),
+            category_id=Max("product__category_id"),
+            units=Sum("quantity"),
+            revenue=Sum(F("quantity") * F("unit_price")),
+        )
+    )
+
+
+def product_sales_rows(*, product_range: tuple[int, int] | None = None) -> QuerySet[Any]:
+    items = _product_range(OrderItem.objects.filter(NET_PAID_ITEMS), "product_id", product_range)
+    return (
+        items.order_by()
+        .annotate(hour=TruncHour("order__paid_at", tzinfo=UTC))
+        .values("product_id", "hour")
+        .annotate(units=Sum("quantity"), revenue=Sum(F("quantity") * F("unit_price")))
+    )
+
+
+def shop_rows(*, shop_id: int | None = None) -> QuerySet[Any]:
+    orders = Order.objects.order_by()
+    if shop_id is not None:
+        orders = orders.filter(shop_id=shop_id)
+    return (
+        orders.annotate(slot=F("pk") % ROLLUP_SLOTS)
+        .values("shop_id", "slot")
+        .annotate(
+            open_orders=Count("pk", filter=Q(paid=False, cancelled_at__isnull=True)),
+            # The latest payment received, refunded or not.
+            last_paid_at=Max("paid_at", filter=Q(paid=True)),
+        )
+    )
+
+
+def shop_sales_rows(*, shop_id: int | None = None) -> QuerySet[Any]:
+    orders = Order.objects.filter(NET_PAID_ORDERS).order_by()
+    if shop_id is not None:
+        orders = orders.filter(shop_id=shop_id)
+    return (
+        orders.annotate(hour=TruncHour("paid_at", tzinfo=UTC), slot=F("pk") % ROLLUP_SLOTS)
+        .values("shop_id", "hour", "slot")
+        .annotate(orders=Count("pk"), revenue=Sum("total"))
+    )
+
+
+def select_columns(queryset: QuerySet[Any]) -> list[str]:
+    """The SELECT's column order as Django compiles it: fields, then annotations."""
+    query = queryset.query
+    return [*query.values_select, *query.annotation_select]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    model: Any
+    key: tuple[str, ...]
+    # (column, compare as "number" (missing = 0) or "value" (missing = NULL))
+    columns: tuple[tuple[str, str], ...]
+    full: Any  # () -> QuerySet
+
+
+CHECKS = (
+    Check(
+        "categories",
+        CategoryRollup,
+        ("shop_id", "category_id", "slot"),
+        tuple(
+            (c, "number")
+            for c in ("products", "price_sum", "stock_sum", "low_stock", "out_of_stock")
+        ),
+        category_rows,
+    ),
+    Check(
+        "category revenue",
+        CategoryRollup,
+        ("shop_id", "category_id", "slot"),
+        (("revenue", "number"),),
+        category_revenue_rows,
+    ),
+    Check(
+        "product revenue",
+        ProductRevenue,
+        ("product_id",),
+        (("units", "number"), ("revenue", "number"), ("shop_id", "key"), ("category_id", "key")),
+        product_revenue_rows,
+    ),
+    Check(
+        "product sales",
+        ProductSales,
+        ("product_id", "hour"),
+        (("units", "number"), ("revenue", "number")),
+        product_sales_rows,
+    ),
+    Check(
+        "shops",
+        ShopRollup,
+        ("shop_id", "slot"),
+        (("open_orders", "number"), ("last_paid_at", "value")),
+        shop_rows,
+    ),
+    Check(
+        "shop sales",
+        ShopSales,
+        ("shop_id", "hour", "slot"),
+        (("orders", "number"), ("revenue", "number")),
+        shop_sales_rows,
+    ),
+)
+
+
+# Which rollup (as the rebuild names them) each check covers.
+CHECK_ROLLUP = {
+    "categories": "categories",
+    "category revenue": "categories",
+    "product revenue": "product-revenue",
+    "product sales": "product-sales",
+    "shops": "shops",
+    "shop sales": "shop-sales",
+}
+
+
+@dataclass(frozen=True)
+class Difference:
+    rollup: str
+    key: tuple[Any, ...]
+    stored: tuple[Any, ...]
+    scanned: tuple[Any, ...]
+
+    def __str__(self) -> str:
+        return f"{self.rollup} {self.key}: stored {self.stored}, full scan {self.scanned}"
+
+
+def _difference_sql(check: Check, vendor: str) -> tuple[str, list[Any]]:
+    full_sql, params = check.full().query.sql_with_params()
+    table = check.model._meta.db_table
+    names = [c for c, _ in check.columns]
+    on = " AND ".join(f"r.{k} = f.{k}" for k in check.key)
+    same = "IS NOT DISTINCT FROM" if vendor == "postgresql" else "IS"
+    conditions = []
+    for column, kind in check.columns:
+        if kind == "number":
+            conditions.append(f"COALESCE(r.{column}, 0) = COALESCE(f.{column}, 0)")
+        elif kind == "value":
+            conditions.append(f"r.{column} {same} f.{column}")
+        else:  # an attribution: only where the full scan has the row
+            conditions.append(f"(f.{column} IS NULL OR r.{column} = f.{column})")
+    keys = ", ".join(f"COALESCE(r.{k}, f.{k})" for k in check.key)
+    stored = ", ".join(f"r.{c}" for c in names)
+    scanned = ", ".join(f"f.{c}" for c in names)
+    sql = (
+        f"SELECT {keys}, {stored}, {scanned} "  # noqa: S608
+        f"FROM (SELECT {', '.join(check.key)}, {', '.join(names)} FROM {table}) r "
+        f"FULL OUTER JOIN ({full_sql}) f ON {on} "
+        f"WHERE NOT ({' AND '.join(conditions)}) "
+        f"ORDER BY 1 LIMIT 1000"
+    )
+    return sql, list(params)
+
+
+def rollup_differences(*, names: tuple[str, ...] = ()) -> list[Difference]:
+    """Every rollup row that disagrees with its full scan (at most 1,000 per check).
+
+    On PostgreSQL all checks read one REPEATABLE READ snapshot, so writes running
+    meanwhile cannot show up as differences.
+    """
+    connection = connections["default"]
+    found: list[Difference] = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for check in CHECKS:
+            if names and CHECK_ROLLUP[check.name] not in names:
+                continue
+            sql, params = _difference_sql(check, connection.vendor)
+            cursor.execute(sql, params)
+            width = len(check.columns)
+            for row in cursor.fetchall():
+                key = tuple(row[: len(check.key)])
+                values = row[len(check.key) :]
+                found.append(
+                    Difference(check.name, key, tuple(values[:width]), tuple(values[width:]))
+                )
+    return found
