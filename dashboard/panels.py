@@ -38,7 +38,7 @@ from store.selectors.rankings import rank_window
 from store.selectors.shops import shop_activity
 from store.selectors.stats import CATEGORY_STATS_COLUMNS, category_groups, category_stats
 from store.selectors.stock import low_stock
-from store.selectors.trending import trending
+from store.selectors.trending import Trending, trending, trending_stock
 
 logger = logging.getLogger("dashboard.panels")
 
@@ -49,7 +49,7 @@ TEMPLATE = "dashboard/index.html"
 PANEL_PARTIAL = f"{TEMPLATE}#panel"
 # Part of every data key: raise it when a selector's result changes shape, so a
 # deploy never unpickles (or serves stale) an entry written by the old code.
-DATA_FORMAT = 2  # 2: trending products carry their stock
+DATA_FORMAT = 3  # 2: trending products carry their stock; 3: rollups, net revenue
 # Parameters that change how a panel is shown, not what it computes.
 PRESENTATION_PARAMS = frozenset({"every"})
 
@@ -61,7 +61,9 @@ class Panel:
     form_class: type[forms.PanelForm]
     # params -> selector result (picklable); None: the panel's issue has not landed.
     compute: Callable[[Params], Any] | None
-    namespaces: tuple[str, ...] = ()
+    # The cache namespaces its data depends on; a callable when that depends on the
+    # parameters (a price ranking does not change when an order is paid).
+    namespaces: tuple[str, ...] | Callable[[Params], tuple[str, ...]] = ()
     events: tuple[str, ...] = ()
     ttl: int = 60  # seconds data and fragments stay fresh
     stale_ttl: int = 300  # seconds stale data may still be served during a recompute
@@ -71,12 +73,29 @@ class Panel:
     def form(self, data: Any = None) -> forms.PanelForm:
         return self.form_class(data, prefix=self.name, interval=self.interval)
 
+    def depends(self, params: Params) -> tuple[str, ...]:
+        return self.namespaces(params) if callable(self.namespaces) else self.namespaces
+
     def data_key(self, params: Params) -> str:
         return f"panel:{DATA_FORMAT}:{self.name}:{_encode(params)}"
 
 
 def _encode(params: Params) -> str:
     return urlencode(sorted((k, v) for k, v in params.items() if k not in PRESENTATION_PARAMS))
+
+
+def _trending(window: str) -> Trending:
+    """The window's top sellers, cached on sales alone, with their stock read now:
+    a stock move costs one primary-key query, not the window's aggregate."""
+    sales = caching.get_or_compute(
+        f"panel:{DATA_FORMAT}:trending-sales:{window}",
+        lambda: trending(window=window),
+        ttl=60,
+        stale_ttl=300,
+        namespaces=("sales", "catalog"),
+        counter="trending:sales",
+    )
+    return trending_stock(sales.value) if sales.hit else sales.value
 
 
 CATEGORY_STATS_HEADERS = (
@@ -101,7 +120,7 @@ PANELS: dict[str, Panel] = {
             compute=lambda p: category_stats(
                 low_stock_threshold=settings.STOREOPS_LOW_STOCK_THRESHOLD, sort=p["sort"]
             ),
-            namespaces=("catalog", "stock", "orders"),
+            namespaces=("catalog", "stock", "sales"),
             events=ALL_EVENTS,
             ttl=120,
             columns=tuple(zip(CATEGORY_STATS_COLUMNS, CATEGORY_STATS_HEADERS, strict=True)),
@@ -120,7 +139,7 @@ PANELS: dict[str, Panel] = {
             title="Top products per category",
             form_class=forms.RankWindowForm,
             compute=lambda p: rank_window(by=p["by"], function=p["function"], top=p["top"]),
-            namespaces=("catalog", "orders"),
+            namespaces=lambda p: ("catalog",) if p["by"] == "price" else ("catalog", "sales"),
             events=("prices-changed", "order-paid", "order-cancelled"),
             ttl=120,
         ),
@@ -129,7 +148,7 @@ PANELS: dict[str, Panel] = {
             title="Low stock",
             form_class=forms.LowStockForm,
             compute=lambda p: low_stock(threshold=p["threshold"]),
-            namespaces=("stock",),
+            namespaces=("lowstock",),
             events=("stock-changed", "order-paid", "order-cancelled"),
             ttl=60,
             interval=15,
@@ -138,10 +157,9 @@ PANELS: dict[str, Panel] = {
             name="trending",
             title="Trending products",
             form_class=forms.TrendingForm,
-            compute=lambda p: trending(window=p["window"]),
-            # Stock is shown too: a manual adjustment refreshes it (orders move
-            # stock and bump "orders" anyway).
-            namespaces=("orders", "catalog", "stock"),
+            compute=lambda p: _trending(p["window"]),
+            # Stock is shown too: a manual adjustment refreshes it.
+            namespaces=("sales", "catalog", "stock"),
             events=("order-paid", "order-cancelled", "prices-changed", "stock-changed"),
             ttl=60,
         ),
@@ -313,7 +331,7 @@ def load(panel: Panel, params: Params) -> PanelResult:
                 lambda: compute(params),
                 panel.ttl,
                 panel.stale_ttl,
-                namespaces=panel.namespaces,
+                namespaces=panel.depends(params),
                 counter=f"{panel.name}:data",
             )
         except DatabaseError as exc:
@@ -330,7 +348,7 @@ def start(panel: Panel, data: Any, user: AbstractBaseUser | AnonymousUser) -> Pa
     """Parse the panel's parameters (defaults plus messages on bad input)."""
     params, problems = panel.form(data).params()
     # The fragment shows buttons by permission: it goes stale with "access" too.
-    versions = caching.namespace_versions(*panel.namespaces, "access")
+    versions = caching.namespace_versions(*panel.depends(params), "access")
     return PanelRun(panel=panel, params=params, problems=problems, user=user, versions=versions)
 
 

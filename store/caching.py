@@ -34,7 +34,11 @@ from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import LockError, RedisError
 
-NAMESPACES = ("catalog", "stock", "orders", "outbox", "customers", "access")
+NAMESPACES = ("catalog", "stock", "lowstock", "orders", "sales", "outbox", "customers", "access")
+# Each as narrow as the change: "stock" is any stock move, "lowstock" only a move
+# that touches the low-stock range (stock at or under LOW_STOCK_INDEX_MAX before or
+# after); "orders" is the set of open orders and payments received, "sales" net
+# revenue (payments, and cancellations of paid orders); "catalog" names and prices.
 # "access" is bumped when any user's permissions, groups or flags change
 # (store.signals); every per-user fragment is keyed on it, so a revoked button
 # disappears at the next render, not after the fragment's TTL.

@@ -241,7 +241,7 @@ def test_second_request_runs_no_panel_query_and_a_write_recomputes(
     assert 'data-cache="fragment hit"' in second
     # A write (the actions work bumps on commit; here the bump follows a plain update).
     Product.objects.filter(pk=small_store["plenty"].pk).update(stock=0)
-    caching.bump_now("stock")
+    caching.bump_now("stock", "lowstock")
     with sql_seen() as after:
         third = _panel(viewer_client, "low-stock").content.decode()
     assert after.panel
@@ -387,7 +387,7 @@ def test_trending_api_shares_the_panels_cache_entry(viewer_client: Client, small
     data = viewer_client.get("/api/trending.json?window=24h").json()
     assert data["cached"] is True
     assert [p["name"] for p in data["products"]] == ["Low hammer", "Big saw"]
-    caching.bump_now("orders")
+    caching.bump_now("sales")  # what a payment or a refund bumps
     assert viewer_client.get("/api/trending.json?window=24h").json()["cached"] is False
     bad = viewer_client.get("/api/trending.json?window=1y")
     assert bad.status_code == 400

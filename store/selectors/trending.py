@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.db.models import F, Sum
@@ -120,4 +120,21 @@ def trending(*, window: str, now: datetime | None = None, limit: int = 10) -> Tr
             )
             for row in top
         ],
+    )
+
+
+def trending_stock(found: Trending) -> Trending:
+    """``found`` with each product's stock as it is now (one query by primary key).
+
+    Stock moves far more often than sales: the dashboard caches ``trending()`` on
+    sales and refreshes only this part on every stock move.
+    """
+    stock = dict(
+        Product.objects.filter(pk__in=[p.product_id for p in found.products]).values_list(
+            "pk", "stock"
+        )
+    )
+    return replace(
+        found,
+        products=[replace(p, stock=stock.get(p.product_id, p.stock)) for p in found.products],
     )

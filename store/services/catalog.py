@@ -30,7 +30,7 @@ def product_save(*, product: Product) -> Product:
         for key, values in moved.categories.items():
             rollup.categories[key][5] += values[5]
         rollup.apply()
-        bump("catalog", "stock")
+        bump("catalog", "stock", "lowstock")
         return product
 
     return atomic_with_retry(apply)
@@ -45,6 +45,6 @@ def product_delete(*, product: Product) -> None:
         rollup.product(ProductState.of(locked), -1)
         locked.delete()
         rollup.apply()
-        bump("catalog", "stock")
+        bump("catalog", "stock", "lowstock")
 
     atomic_with_retry(apply)

@@ -161,8 +161,8 @@ def order_mark_paid(*, order: Order | int, actor: Actor) -> tuple[Order, bool]:
             key=f"order:{pk}",
             payload={"order_id": pk, "actor_id": actor_ref(actor)},
         )
-        # Orders feed trending and the order panels; their fragments go stale at once.
-        bump("orders")
+        # Open orders and revenue both changed; their panels go stale at once.
+        bump("orders", "sales")
         return locked, True
 
     return atomic_with_retry(apply)
@@ -208,7 +208,8 @@ def order_cancel(*, order: Order | int, actor: Actor, reason: str, refunded: boo
                 "refunded": refunded,
             },
         )
-        bump("orders")
+        # A refund takes revenue back; an open order only leaves the open count.
+        bump(*(("orders", "sales") if locked.paid else ("orders",)))
         return locked
 
     return atomic_with_retry(apply)

@@ -461,8 +461,10 @@ def rollups_rebuild(
             _rebuild_batch(cursor, name, scope)
         if progress:
             progress(name, done, len(plan))
-    # Shops that no longer have products or orders keep no rows.
-    for model in (CategoryRollup, ShopRollup, ShopSales):
-        if {"categories", "shops", "shop-sales"} & set(names):
+    # Shops and products that no longer exist keep no rows.
+    if {"categories", "shops", "shop-sales"} & set(names):
+        for model in (CategoryRollup, ShopRollup, ShopSales):
             model.objects.exclude(shop_id__in=shop_ids).delete()
+    for model in (ProductRevenue, ProductSales):
+        model.objects.filter(product_id__gt=last_product).delete()
     return len(plan)

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from store.caching import bump
 from store.exceptions import InsufficientStock, StockLimitExceeded, VersionConflict
-from store.models import ROLLUP_SLOTS, Product, StockMovement
+from store.models import LOW_STOCK_INDEX_MAX, ROLLUP_SLOTS, Product, StockMovement
 from store.services.outbox import actor_ref, outbox_enqueue
 from store.services.retry import atomic_with_retry
 from store.services.rollups import ProductState, RollupDeltas, low_stock_threshold
@@ -74,8 +74,15 @@ def _record(
             "movement_id": movement.pk,
         },
     )
-    bump("stock")
+    bump(*stock_namespaces(before, after))
     return movement
+
+
+def stock_namespaces(before: int, after: int) -> tuple[str, ...]:
+    """What a stock move invalidates: the low-stock list only when it is or was low."""
+    if min(before, after) <= LOW_STOCK_INDEX_MAX:
+        return ("stock", "lowstock")
+    return ("stock",)
 
 
 def stock_adjust(
@@ -270,7 +277,7 @@ def _adjust_in_one_statement(
             raise InsufficientStock(product_id=pk, available=current, requested=-delta)
         raise StockLimitExceeded(maximum=MAX_UNITS)
     movement_id, before, after, version, created_at = row
-    bump("stock", "outbox")  # after commit; at once in autocommit
+    bump(*stock_namespaces(before, after), "outbox")  # after commit; at once in autocommit
     # Built as the ORM builds loaded rows (every field, in order): half the cost of
     # keyword construction, paid on every adjustment. A new field fails loudly here.
     values = {
