@@ -39,6 +39,7 @@ from store.selectors.shops import shop_activity
 from store.selectors.stats import CATEGORY_STATS_COLUMNS, category_groups, category_stats
 from store.selectors.stock import low_stock
 from store.selectors.trending import Trending, trending, trending_stock
+from store.services.rollups import sales_windows_advance
 
 logger = logging.getLogger("dashboard.panels")
 
@@ -87,9 +88,17 @@ def _encode(params: Params) -> str:
 def _trending(window: str) -> Trending:
     """The window's top sellers, cached on sales alone, with their stock read now:
     a stock move costs one primary-key query, not the window's aggregate."""
+
+    def compute() -> Trending:
+        # Housekeeping write: once an hour the rolling windows drop the hour that
+        # left them (one read when they are current), so the top sellers stay an
+        # index read.
+        sales_windows_advance()
+        return trending(window=window)
+
     sales = caching.get_or_compute(
         f"panel:{DATA_FORMAT}:trending-sales:{window}",
-        lambda: trending(window=window),
+        compute,
         ttl=60,
         stale_ttl=300,
         namespaces=("sales", "catalog"),

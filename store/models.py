@@ -486,3 +486,38 @@ class ShopSales(models.Model):
 
     def __str__(self) -> str:
         return f"shop {self.shop_id} at {self.hour:%Y-%m-%d %H}:00 [{self.slot}]"
+
+
+class ProductWindowSales(models.Model):
+    """Net units and revenue per product over a rolling window of whole hours.
+
+    Holds the sum of ``ProductSales`` from its window's ``SalesWindow.start`` on:
+    payments add to it at once, and ``sales_windows_advance`` takes out the hours
+    that fell out of the window. Trending reads its top rows from an index.
+    """
+
+    window_hours = models.PositiveSmallIntegerField()
+    product = _rollup_fk(Product)
+    units = models.BigIntegerField(default=0, db_default=0)
+    revenue = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["window_hours", "product"], name="windowsales_key")
+        ]
+        indexes = [
+            models.Index(fields=["window_hours", "-revenue", "product"], name="windowsales_top")
+        ]
+
+    def __str__(self) -> str:
+        return f"product {self.product_id} over {self.window_hours} h"
+
+
+class SalesWindow(models.Model):
+    """Where a rolling window's rows start: the first hour they still hold."""
+
+    window_hours = models.PositiveSmallIntegerField(primary_key=True)
+    start = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.window_hours} h from {self.start:%Y-%m-%d %H}:00"

@@ -15,6 +15,7 @@ from django.test import Client, override_settings
 from dashboard.panels import PANELS
 from store import caching
 from store.models import Category, Product, Shop
+from store.services.rollups import sales_windows_advance
 from store.tests import factories
 from store.tests.caches import DEAD_REDIS
 
@@ -283,12 +284,14 @@ def test_query_count_is_constant(
 ) -> None:
     _grow(size)
     viewer_client.get("/")  # the session and permission caches are warm from here on
+    sales_windows_advance()  # as any earlier trending compute this hour did
     with sql_seen() as seen:
         assert _panel(viewer_client, name).status_code == 200
-    # Rollup reads: at most three small queries per panel, whatever the size.
-    assert 1 <= len(seen.panel) <= 3
+    # Rollup reads: a few small queries per panel, whatever the size (trending's
+    # five: are the rolling windows current, is its window, top rows, names, series).
+    assert 1 <= len(seen.panel) <= 5
     cache.clear()
-    with django_assert_max_num_queries(7):
+    with django_assert_max_num_queries(9):
         assert _panel(viewer_client, name).status_code == 200
 
 

@@ -25,6 +25,8 @@ from store.models import (
     Product,
     ProductRevenue,
     ProductSales,
+    ProductWindowSales,
+    SalesWindow,
     ShopRollup,
     ShopSales,
 )
@@ -135,7 +137,7 @@ def select_columns(queryset: QuerySet[Any]) -> list[str]:
 @dataclass(frozen=True)
 class Check:
     name: str
-    model: Any
+    table: str  # the rollup's table, or a subquery over it
     key: tuple[str, ...]
     # (column, compare as "number" (missing = 0) or "value" (missing = NULL))
     columns: tuple[tuple[str, str], ...]
@@ -145,7 +147,7 @@ class Check:
 CHECKS = (
     Check(
         "categories",
-        CategoryRollup,
+        CategoryRollup._meta.db_table,
         ("shop_id", "category_id", "slot"),
         tuple(
             (c, "number")
@@ -155,35 +157,35 @@ CHECKS = (
     ),
     Check(
         "category revenue",
-        CategoryRollup,
+        CategoryRollup._meta.db_table,
         ("shop_id", "category_id", "slot"),
         (("revenue", "number"),),
         category_revenue_rows,
     ),
     Check(
         "product revenue",
-        ProductRevenue,
+        ProductRevenue._meta.db_table,
         ("product_id",),
         (("units", "number"), ("revenue", "number"), ("shop_id", "key"), ("category_id", "key")),
         product_revenue_rows,
     ),
     Check(
         "product sales",
-        ProductSales,
+        ProductSales._meta.db_table,
         ("product_id", "hour"),
         (("units", "number"), ("revenue", "number")),
         product_sales_rows,
     ),
     Check(
         "shops",
-        ShopRollup,
+        ShopRollup._meta.db_table,
         ("shop_id", "slot"),
         (("open_orders", "number"), ("last_paid_at", "value")),
         shop_rows,
     ),
     Check(
         "shop sales",
-        ShopSales,
+        ShopSales._meta.db_table,
         ("shop_id", "hour", "slot"),
         (("orders", "number"), ("revenue", "number")),
         shop_sales_rows,
@@ -215,7 +217,7 @@ class Difference:
 
 def _difference_sql(check: Check, vendor: str) -> tuple[str, list[Any]]:
     full_sql, params = check.full().query.sql_with_params()
-    table = check.model._meta.db_table
+    table = check.table
     names = [c for c, _ in check.columns]
     on = " AND ".join(f"r.{k} = f.{k}" for k in check.key)
     same = "IS NOT DISTINCT FROM" if vendor == "postgresql" else "IS"
@@ -248,19 +250,56 @@ def rollup_differences(*, names: tuple[str, ...] = ()) -> list[Difference]:
     """
     connection = connections["default"]
     found: list[Difference] = []
+    # Inside a caller's transaction (tests) the caller's snapshot rules instead.
+    own_transaction = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and own_transaction:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         for check in CHECKS:
             if names and CHECK_ROLLUP[check.name] not in names:
                 continue
             sql, params = _difference_sql(check, connection.vendor)
-            cursor.execute(sql, params)
-            width = len(check.columns)
-            for row in cursor.fetchall():
-                key = tuple(row[: len(check.key)])
-                values = row[len(check.key) :]
-                found.append(
-                    Difference(check.name, key, tuple(values[:width]), tuple(values[width:]))
-                )
+            found += _run(cursor, check, sql, params)
+        if not names or "product-sales" in names:
+            for check in _window_checks():
+                sql, params = _difference_sql(check, connection.vendor)
+                found += _run(cursor, check, sql, params)
     return found
+
+
+def _window_checks() -> list[Check]:
+    """Each rolling window holds the hourly sales from its start on."""
+    checks = []
+    for hours, start in SalesWindow.objects.values_list("window_hours", "start"):
+
+        def full(start: Any = start) -> QuerySet[Any]:
+            return (
+                ProductSales.objects.filter(hour__gte=start)
+                .order_by()
+                .values("product_id")
+                .annotate(units=Sum("units"), revenue=Sum("revenue"))
+            )
+
+        checks.append(
+            Check(
+                f"sales window {hours} h",
+                # An integer from our own table, not input.
+                f"(SELECT product_id, units, revenue FROM {ProductWindowSales._meta.db_table} "  # noqa: S608
+                f"WHERE window_hours = {int(hours)})",
+                ("product_id",),
+                (("units", "number"), ("revenue", "number")),
+                full,
+            )
+        )
+    return checks
+
+
+def _run(cursor: Any, check: Check, sql: str, params: list[Any]) -> list[Difference]:
+    cursor.execute(sql, params)
+    width, keys = len(check.columns), len(check.key)
+    return [
+        Difference(
+            check.name, tuple(row[:keys]), tuple(row[keys:][:width]), tuple(row[keys:][width:])
+        )
+        for row in cursor.fetchall()
+    ]

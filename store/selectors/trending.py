@@ -9,7 +9,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from store.models import Product, ProductSales
+from store.models import Product, ProductSales, ProductWindowSales, SalesWindow
 
 # window -> (length, sparkline bucket); a day of hourly points says more than two daily ones.
 TRENDING_WINDOWS: dict[str, tuple[timedelta, str]] = {
@@ -60,22 +60,34 @@ def window_start(until: datetime, length: timedelta) -> datetime:
 
 def trending(*, window: str, now: datetime | None = None, limit: int = 10) -> Trending:
     """The ``limit`` products with the most net revenue in the window, each with its
-    revenue per hour (24 h) or per day (7 d, 30 d). Three queries over the hourly
-    product sales rollup: the top products (an index-only range scan of the window's
-    hours, so the cost follows the products sold in the window, not the order
-    history), their names and stock, and their per-bucket series."""
+    revenue per hour (24 h) or per day (7 d, 30 d). Four small queries: whether the
+    rolling window is current, the top products (the first rows of the
+    ``windowsales_top`` index when it is; else an aggregate of the window's hourly
+    sales, whose cost follows the products sold in the window), their names and
+    stock, and their per-bucket series (the top products' hourly rows only).
+    Sales paid after ``now`` (never, outside seeded data) count in the window."""
     if window not in TRENDING_WINDOWS:
         raise ValueError(f"unknown trending window {window!r}")
     length, bucket = TRENDING_WINDOWS[window]
     until = now or timezone.now()
     since = window_start(until, length)
-    sales = ProductSales.objects.filter(hour__gte=since, hour__lt=until)
-    top = list(
-        sales.values("product_id")
-        .annotate(revenue=Sum("revenue"), units=Sum("units"))
-        .filter(units__gt=0)
-        .order_by("-revenue", "product_id")[:limit]
-    )
+    sales = ProductSales.objects.filter(hour__gte=since)
+    hours = length // timedelta(hours=1)
+    if SalesWindow.objects.filter(window_hours=hours, start=since).exists():
+        # The rolling window is current: its top rows are the first of an index.
+        top = list(
+            ProductWindowSales.objects.filter(window_hours=hours, units__gt=0)
+            .order_by("-revenue", "product_id")
+            .values("product_id", "revenue", "units")[:limit]
+        )
+    else:
+        # Not advanced to this hour yet: aggregate the window's hourly sales.
+        top = list(
+            sales.values("product_id")
+            .annotate(revenue=Sum("revenue"), units=Sum("units"))
+            .filter(units__gt=0)
+            .order_by("-revenue", "product_id")[:limit]
+        )
     ids = [row["product_id"] for row in top]
     products = (
         {

@@ -20,12 +20,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import F, QuerySet, Sum
+from django.utils import timezone
 
 from store.models import (
     ROLLUP_SLOTS,
@@ -35,9 +36,12 @@ from store.models import (
     Product,
     ProductRevenue,
     ProductSales,
+    ProductWindowSales,
+    SalesWindow,
     ShopRollup,
     ShopSales,
 )
+from store.selectors.trending import TRENDING_WINDOWS, window_start
 
 logger = logging.getLogger("store.rollups")
 
@@ -216,6 +220,7 @@ class RollupDeltas:
                 ("units", "revenue"),
                 [(*key, *v) for key, v in sorted(self.product_sales.items()) if any(v)],
             )
+            self._apply_windows(cursor)
             self._apply_shops(cursor)
             _upsert(
                 cursor,
@@ -248,6 +253,30 @@ class RollupDeltas:
         )
         revenue = {row[0]: row[4] for row in rows}
         return {pk: (shop, category, revenue[pk]) for pk, shop, category in cursor.fetchall()}
+
+    def _apply_windows(self, cursor: Any) -> None:
+        """Add the sales to every rolling window that still holds their hour.
+
+        Reading the windows' starts share-locks them, so ``sales_windows_advance``
+        (which locks them for update) never runs between this read and the commit.
+        """
+        sales = [(key, v) for key, v in sorted(self.product_sales.items()) if any(v)]
+        if not sales:
+            return
+        starts = _window_starts(cursor, for_share=True)
+        rows: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
+        for (product_id, hour), (units, revenue) in sales:
+            for hours, start in starts.items():
+                if hour >= start:
+                    rows[(hours, product_id)][0] += units
+                    rows[(hours, product_id)][1] += revenue
+        _upsert(
+            cursor,
+            ProductWindowSales,
+            ("window_hours", "product_id"),
+            ("units", "revenue"),
+            [(*key, *v) for key, v in sorted(rows.items())],
+        )
 
     def _apply_shops(self, cursor: Any) -> None:
         rows = [
@@ -296,6 +325,85 @@ def _upsert(
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {increments}",
         [_db_value(cursor, value) for row in rows for value in row],
     )
+
+
+# --- Rolling windows: trending's 24 h, 7 d and 30 d -----------------------------
+
+WINDOW_HOURS = tuple(length // timedelta(hours=1) for length, _ in TRENDING_WINDOWS.values())
+
+
+def _window_starts(cursor: Any, *, for_share: bool = False) -> dict[int, datetime]:
+    lock = " FOR SHARE" if for_share and cursor.db.features.has_select_for_update else ""
+    cursor.execute(
+        f"SELECT window_hours, start FROM {SalesWindow._meta.db_table}{lock}"  # noqa: S608
+    )
+    starts = {}
+    for hours, start in cursor.fetchall():
+        if not isinstance(start, datetime):  # SQLite hands back text
+            start = datetime.fromisoformat(start)
+        starts[hours] = start if timezone.is_aware(start) else start.replace(tzinfo=UTC)
+    return starts
+
+
+def sales_windows_advance(*, now: datetime | None = None) -> None:
+    """Move each rolling window to the current hour: take out the hours that left it.
+
+    The cost is the sales of the hours that left (one hour's worth when called
+    every hour), never the window's. A window that has no start yet is built from
+    the hourly sales, with their writers held off for that one statement.
+    """
+    now = now or timezone.now()
+    table = ProductWindowSales._meta.db_table
+    sales = ProductSales._meta.db_table
+    with connections["default"].cursor() as cursor:
+        held = _window_starts(cursor)
+    for hours in WINDOW_HOURS:
+        start = window_start(now, timedelta(hours=hours))
+        if held.get(hours) == start:
+            continue  # current: the common case costs the one read above
+        with transaction.atomic(), connections["default"].cursor() as cursor:
+            db_start = cursor.db.ops.adapt_datetimefield_value(start)
+            cursor.execute(
+                f"INSERT INTO {SalesWindow._meta.db_table} (window_hours, start) "  # noqa: S608
+                "VALUES (%s, %s) ON CONFLICT (window_hours) DO NOTHING RETURNING window_hours",
+                [hours, db_start],
+            )
+            if cursor.fetchone() is not None:  # new: build it
+                _lock(cursor, ProductSales)
+                cursor.execute(f"DELETE FROM {table} WHERE window_hours = %s", [hours])  # noqa: S608
+                cursor.execute(
+                    f"INSERT INTO {table} (window_hours, product_id, units, revenue) "  # noqa: S608
+                    f"SELECT %s, product_id, SUM(units), SUM(revenue) FROM {sales} "
+                    "WHERE hour >= %s GROUP BY product_id",
+                    [hours, db_start],
+                )
+                continue
+            if cursor.db.features.has_select_for_update:
+                cursor.execute(
+                    f"SELECT 1 FROM {SalesWindow._meta.db_table} "  # noqa: S608
+                    "WHERE window_hours = %s FOR UPDATE",
+                    [hours],
+                )
+            held_start = _window_starts(cursor)[hours]
+            if held_start >= start:
+                continue
+            db_held = cursor.db.ops.adapt_datetimefield_value(held_start)
+            cursor.execute(
+                f"INSERT INTO {table} AS w (window_hours, product_id, units, revenue) "  # noqa: S608
+                f"SELECT %s, product_id, -SUM(units), -SUM(revenue) FROM {sales} "
+                "WHERE hour >= %s AND hour < %s GROUP BY product_id "
+                "ON CONFLICT (window_hours, product_id) DO UPDATE "
+                "SET units = w.units + excluded.units, revenue = w.revenue + excluded.revenue",
+                [hours, db_held, db_start],
+            )
+            cursor.execute(
+                f"DELETE FROM {table} WHERE window_hours = %s AND units = 0 AND revenue = 0",  # noqa: S608
+                [hours],
+            )
+            cursor.execute(
+                f"UPDATE {SalesWindow._meta.db_table} SET start = %s WHERE window_hours = %s",  # noqa: S608
+                [db_start, hours],
+            )
 
 
 # --- Moves: a product changes shop or category --------------------------------
@@ -461,6 +569,10 @@ def rollups_rebuild(
             _rebuild_batch(cursor, name, scope)
         if progress:
             progress(name, done, len(plan))
+    if "product-sales" in names:
+        # The rolling windows follow the hourly sales: built again from them.
+        SalesWindow.objects.all().delete()
+        sales_windows_advance()
     # Shops and products that no longer exist keep no rows.
     if {"categories", "shops", "shop-sales"} & set(names):
         for model in (CategoryRollup, ShopRollup, ShopSales):

@@ -109,7 +109,7 @@ def trending(window: str, now: datetime, limit: int = 10) -> list[tuple[int, int
     length, _ = TRENDING_WINDOWS[window]
     since = window_start(now, length)
     rows = (
-        OrderItem.objects.filter(NET_ITEMS, order__paid_at__gte=since, order__paid_at__lt=now)
+        OrderItem.objects.filter(NET_ITEMS, order__paid_at__gte=since)
         .values("product_id")
         .annotate(revenue=Sum(F("quantity") * F("unit_price")), units=Sum("quantity"))
         .order_by("-revenue", "product_id")[:limit]

@@ -19,6 +19,6 @@ def fill(apps, schema_editor):
 class Migration(migrations.Migration):
     atomic = False  # the rebuild commits batch by batch
 
-    dependencies = [("store", "0009_rollups")]
+    dependencies = [("store", "0010_sales_windows")]
 
     operations = [migrations.RunPython(fill, migrations.RunPython.noop)]
