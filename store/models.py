@@ -89,8 +89,9 @@ class Product(models.Model):
         indexes = [
             models.Index(fields=["shop", "is_public", "price"], name="product_shop_public_price"),
             models.Index(fields=["category", "price"], name="product_category_price"),
+            # (stock, id): the low-stock list's own order, and counts from the index alone.
             models.Index(
-                fields=["stock"],
+                fields=["stock", "id"],
                 name="product_low_stock",
                 condition=Q(stock__lte=LOW_STOCK_INDEX_MAX),
             ),

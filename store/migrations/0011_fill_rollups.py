@@ -1,8 +1,9 @@
 """Fill the rollups of a database that already has orders (empty ones are no-ops).
 
 Uses today's rebuild code rather than historical models: the rollup definitions
-live in one place (store.selectors.rollups), and a large store can instead run
-``manage.py rollups rebuild`` online after migrating.
+live in one place (store.selectors.rollups). Whole tables at once (writers wait
+while it runs); a large store that must keep writing can fake this migration and
+run ``manage.py rollups rebuild`` (short batches) after migrating.
 """
 
 from django.db import migrations
@@ -13,7 +14,7 @@ def fill(apps, schema_editor):
         return
     from store.services.rollups import rollups_rebuild
 
-    rollups_rebuild()
+    rollups_rebuild(batch_products=None)
 
 
 class Migration(migrations.Migration):

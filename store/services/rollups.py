@@ -478,7 +478,8 @@ def order_added(order: Order) -> None:
 
 # --- Rebuild ------------------------------------------------------------------
 
-ROLLUP_NAMES = ("categories", "product-revenue", "product-sales", "shops", "shop-sales")
+# In rebuild order: category revenue is summed from the product revenue rollup.
+ROLLUP_NAMES = ("product-revenue", "product-sales", "categories", "shops", "shop-sales")
 
 
 def _insert_from(cursor: Any, model: Any, queryset: QuerySet[Any], conflict: str = "") -> None:
@@ -506,32 +507,42 @@ def _lock(cursor: Any, model: Any) -> None:
 
 
 def _rebuild_batch(cursor: Any, name: str, scope: Any) -> None:
+    """Replace one batch of rows: a shop's (``scope`` = shop id), a product id range
+    (``scope`` = (first, stop)), or, with ``scope`` None, the whole table."""
     from store.selectors import rollups as full
 
+    if scope is None and cursor.db.vendor == "postgresql":
+        # Whole-table aggregates sort and hash millions of rows: let them use memory.
+        cursor.execute("SET LOCAL work_mem = '128MB'")
     if name in ("categories", "shops", "shop-sales"):
         model = {"categories": CategoryRollup, "shops": ShopRollup, "shop-sales": ShopSales}[name]
+        kept = {} if scope is None else {"shop_id": scope}
         _lock(cursor, model)
-        model.objects.filter(shop_id=scope).delete()
+        model.objects.filter(**kept).delete()
         if name == "categories":
-            _insert_from(cursor, model, full.category_rows(shop_id=scope))
+            _insert_from(cursor, model, full.category_rows(**kept))
             table = model._meta.db_table
             # Revenue lands on the rows just written (or new ones for a shop x
             # category whose products all moved away but whose sales remain).
             _insert_from(
                 cursor,
                 model,
-                full.category_revenue_rows(shop_id=scope),
+                full.category_revenue_from_products(**kept),
                 "ON CONFLICT (shop_id, category_id, slot) DO UPDATE "
                 f"SET revenue = {table}.revenue + excluded.revenue",
             )
         else:
             rows = full.shop_rows if name == "shops" else full.shop_sales_rows
-            _insert_from(cursor, model, rows(shop_id=scope))
+            _insert_from(cursor, model, rows(**kept))
         return
     model = ProductRevenue if name == "product-revenue" else ProductSales
     rows = full.product_revenue_rows if name == "product-revenue" else full.product_sales_rows
-    first, stop = scope
     _lock(cursor, model)
+    if scope is None:
+        model.objects.all().delete()
+        _insert_from(cursor, model, rows())
+        return
+    first, stop = scope
     model.objects.filter(product_id__gte=first, product_id__lt=stop).delete()
     _insert_from(cursor, model, rows(product_range=(first, stop)))
 
@@ -539,7 +550,7 @@ def _rebuild_batch(cursor: Any, name: str, scope: Any) -> None:
 def rollups_rebuild(
     *,
     names: Sequence[str] = ROLLUP_NAMES,
-    batch_products: int = 100_000,
+    batch_products: int | None = 100_000,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> int:
     """Rewrite rollups from the base tables, one short transaction per batch.
@@ -547,23 +558,29 @@ def rollups_rebuild(
     A batch replaces the rows of one shop (categories, shops, shop sales) or of one
     product id range (product revenue and sales) with the full scan's values, under
     a lock on that rollup table held for the batch only. Batches are independent and
-    idempotent: an interrupted rebuild is resumed by running it again. Returns the
+    idempotent: an interrupted rebuild is resumed by running it again. With
+    ``batch_products=None`` each rollup is one statement over whole tables: the
+    fast way when nothing writes meanwhile (seeding, a fresh migration). Returns the
     number of batches.
     """
     unknown = set(names) - set(ROLLUP_NAMES)
     if unknown:
         raise ValueError(f"unknown rollup(s): {sorted(unknown)}")
+    names = [name for name in ROLLUP_NAMES if name in names]
     shop_ids = sorted(
         set(Product.objects.order_by().values_list("shop_id", flat=True).distinct())
         | set(Order.objects.order_by().values_list("shop_id", flat=True).distinct())
     )
     last_product = Product.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    ranges = [(n, n + batch_products) for n in range(0, last_product + 1, batch_products)]
-    plan = [
-        (name, scope)
-        for name in names
-        for scope in (ranges if name.startswith("product") else shop_ids)
-    ]
+    if batch_products is None:
+        plan: list[tuple[str, Any]] = [(name, None) for name in names]
+    else:
+        ranges = [(n, n + batch_products) for n in range(0, last_product + 1, batch_products)]
+        plan = [
+            (name, scope)
+            for name in names
+            for scope in (ranges if name.startswith("product") else shop_ids)
+        ]
     for done, (name, scope) in enumerate(plan, start=1):
         with transaction.atomic(), connections["default"].cursor() as cursor:
             _rebuild_batch(cursor, name, scope)

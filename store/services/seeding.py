@@ -290,7 +290,10 @@ def seed_demo(*, plan: SeedPlan, progress: Progress = _quiet) -> SeedResult:
         plan, lifetime, progress
     )
     # The panels read rollups: fill them from what was just loaded.
-    rollups_rebuild(progress=lambda name, done, total: progress("rollups", done, total))
+    rollups_rebuild(
+        batch_products=None,  # nothing else writes yet: whole tables, one statement each
+        progress=lambda name, done, total: progress("rollups", done, total),
+    )
     return result
 
 

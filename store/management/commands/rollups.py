@@ -25,12 +25,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch", type=int, default=100_000, help="Products per rebuild batch."
         )
+        parser.add_argument(
+            "--whole",
+            action="store_true",
+            help="One statement per rollup (fast; writers wait until it is done).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         names = tuple(options["only"] or ROLLUP_NAMES)
         started = time.perf_counter()
         if options["action"] == "rebuild":
-            batches = rollups_rebuild(names=names, batch_products=options["batch"])
+            batch = None if options["whole"] else options["batch"]
+            batches = rollups_rebuild(names=names, batch_products=batch)
             elapsed = time.perf_counter() - started
             self.stdout.write(f"Rebuilt {', '.join(names)} in {batches} batches, {elapsed:.1f}s.")
             return
