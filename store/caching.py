@@ -112,26 +112,71 @@ logger = logging.getLogger("store.caching")
 
 
 class CircuitBreaker:
-    """Opens on a cache error for ``cooldown`` seconds; logs once per opening."""
+    """Opens on a cache error for ``cooldown`` seconds; logs once per opening.
+
+    Once the cool-down is over, one caller probes (``allows(probe)``) while the others
+    still see the cache as down. A probe that answers closes the breaker and starts a
+    new ``generation``: connections opened before it are dropped by the probe (pooled
+    ones) or on their next use (bump connections), so a socket left dead by the outage
+    cannot open the breaker again. A probe that fails opens it for another cool-down.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.openings = 0
+        self.generation = 0  # bumped at every recovery
+        self._open = False
         self._open_until = 0.0
+        self._probing = False
         self._lock = threading.Lock()
 
     @property
     def cooldown(self) -> float:
         return float(getattr(settings, "STOREOPS_CACHE_BREAKER_SECONDS", 5))
 
-    def allows(self) -> bool:
-        return time.monotonic() >= self._open_until
+    @property
+    def is_open(self) -> bool:
+        return self._open
 
-    def trip(self, exc: BaseException) -> None:
+    def allows(self, probe: Callable[[], None] | None = None) -> bool:
+        """May a cache call go through now? Runs ``probe`` once the cool-down is over.
+
+        Without a probe the caller's own call is the probe (half-open).
+        """
+        if not self._open:
+            return True
+        if time.monotonic() < self._open_until:
+            return False
+        if probe is None:
+            return True
         with self._lock:
+            if self._probing or not self._open or time.monotonic() < self._open_until:
+                return not self._open
+            self._probing = True
+        try:
+            probe()
+        except CACHE_ERRORS as exc:
+            with self._lock:
+                self._probing = False
+            self.trip(exc)
+            return False
+        with self._lock:
+            self._probing = False
+            self._open = False
+            self.generation += 1
+        logger.warning("cache %s answers again: circuit closed", self.name)
+        return True
+
+    def trip(self, exc: BaseException, generation: int | None = None) -> None:
+        """Open the breaker, unless it is open already or the failed call started
+        before the last recovery (``generation``): a stale socket, already dropped."""
+        with self._lock:
+            if generation is not None and generation != self.generation:
+                return
             now = time.monotonic()
-            if now < self._open_until:
+            if self._open and (now < self._open_until or self._probing):
                 return  # another thread opened it already: one warning per opening
+            self._open = True
             self._open_until = now + self.cooldown
             self.openings += 1
         logger.warning(
@@ -144,7 +189,9 @@ class CircuitBreaker:
 
     def reset(self) -> None:
         with self._lock:
+            self._open = False
             self._open_until = 0.0
+            self._probing = False
 
 
 _breakers: dict[str, CircuitBreaker] = {}
@@ -168,12 +215,13 @@ def _guarded(method_or_name: str | Callable[..., Any], fallback: Any) -> Callabl
     @functools.wraps(parent)
     def method(self: BreakerRedisCache, *args: Any, **kwargs: Any) -> Any:
         breaker = self.breaker
-        if not breaker.allows():
+        if not breaker.allows(self.probe):
             return fallback(*args, **kwargs) if callable(fallback) else fallback
+        generation = breaker.generation
         try:
             return parent(self, *args, **kwargs)
         except CACHE_ERRORS as exc:
-            breaker.trip(exc)
+            breaker.trip(exc, generation)
             return fallback(*args, **kwargs) if callable(fallback) else fallback
 
     return method
@@ -191,11 +239,33 @@ class BreakerRedisCache(RedisCache):
         self._packed_incrs: dict[tuple[str, ...], bytes] = {}
         self._bump_conn: Any = None
         self._bump_pid = 0
+        self._bump_generation = 0
         self._bump_replies_due = 0
 
     @property
     def breaker(self) -> CircuitBreaker:
         return breaker_for(str(self._server))
+
+    def available(self) -> bool:
+        """False while the breaker is open; probes Redis once the cool-down is over."""
+        return self.breaker.allows(self.probe)
+
+    def probe(self) -> None:
+        """PING on a fresh connection; if Redis answers, drop every pooled connection.
+
+        The pool is shared by all threads of the process and still holds sockets from
+        before the outage. Each would fail once, and each failure would open the
+        breaker again for a whole cool-down: drop them all now instead.
+        """
+        pool = self.client.get_client(write=True).connection_pool
+        connection = pool.connection_class(**pool.connection_kwargs)
+        try:
+            connection.send_command("PING")
+            connection.read_response()
+        finally:
+            connection.disconnect()
+        pool.disconnect(inuse_connections=False)  # idle ones: close their sockets now
+        pool.reset()  # in-use ones are discarded when released, never reused
 
     get = _guarded("get", _get_fallback)
     get_many = _guarded("get_many", lambda *a, **k: {})
@@ -241,12 +311,18 @@ class BreakerRedisCache(RedisCache):
                 raise
 
     def _bump_connection(self) -> Any:
-        pid = os.getpid()
+        pid, generation = os.getpid(), self.breaker.generation
         if self._bump_conn is None or self._bump_pid != pid:
             # After a fork the parent's socket is not ours: start over, owing nothing.
+            self._bump_conn = None
+        elif self._bump_generation != generation:
+            # Opened before Redis went away and came back: its socket is dead.
+            self._drop_bump_connection()
+            self._bump_conn = None
+        if self._bump_conn is None:
             pool = self.client.get_client(write=True).connection_pool
             self._bump_conn = pool.connection_class(**pool.connection_kwargs)
-            self._bump_pid, self._bump_replies_due = pid, 0
+            self._bump_pid, self._bump_generation, self._bump_replies_due = pid, generation, 0
         return self._bump_conn
 
     def _read_bump_replies(self, connection: Any) -> None:
@@ -271,7 +347,7 @@ class BreakerRedisCache(RedisCache):
 def cache_available() -> bool:
     """False while the default cache's breaker is open (the UI says so)."""
     backend = caches["default"]
-    return not isinstance(backend, BreakerRedisCache) or backend.breaker.allows()
+    return not isinstance(backend, BreakerRedisCache) or backend.available()
 
 
 # --- Per-panel counters ------------------------------------------------------
@@ -322,7 +398,7 @@ def _lock_acquire(key: str, timeout: float) -> Any:
     Returns a release callable, or None when someone else holds the lock.
     """
     backend = caches["default"]
-    if isinstance(backend, BreakerRedisCache) and not backend.breaker.allows():
+    if isinstance(backend, BreakerRedisCache) and not backend.available():
         return _compute_alone  # no cache, no lock: compute, as every caller would
     if isinstance(backend, RedisCache):
         try:
