@@ -1,10 +1,15 @@
-"""Versioned cache namespaces.
+"""Versioned cache namespaces, stampede-safe shared data, and the Redis breaker.
 
 Every cached fragment or aggregate includes the versions of the data namespaces it
 was computed from. A write bumps the namespaces it touched (an atomic INCR) after
 its transaction commits, so every dependent entry, for every user, goes stale at
 once without scanning keys. On Redis the INCR is sent without waiting for its reply,
 which is read before the thread reads versions and before the response leaves.
+
+``get_or_compute`` serves shared data, recomputed by one worker at a time under a
+per-key lock that dies with its holder within seconds.
+``BreakerRedisCache`` turns a Redis outage into misses and comes back, with fresh
+connections, one breaker period after Redis does.
 """
 
 from __future__ import annotations
@@ -377,7 +382,7 @@ T = TypeVar("T")
 class Computed(Generic[T]):
     value: T
     computed_at: datetime
-    # True when served from the cache (fresh, or stale while someone recomputes).
+    # True when served from the cache (fresh, or stale while someone refreshes it).
     hit: bool
     stale: bool = False
     compute_ms: float = 0.0
@@ -392,17 +397,33 @@ class _Envelope:
     versions: dict[str, int]
 
 
-def _lock_acquire(key: str, timeout: float) -> Any:
-    """A non-blocking lock: django-redis's cache.lock on Redis, cache.add elsewhere.
+# A recompute lock lives a few times the key's last compute time, within a floor and
+# a cap, and is renewed while the work runs: a holder killed mid-recompute delays
+# the next refresh by its remaining lifetime (seconds), not by a fixed 300 s.
+LOCK_FLOOR_SECONDS = 5.0
+LOCK_CAP_SECONDS = 60.0
+LOCK_FACTOR = 3.0
 
-    Returns a release callable, or None when someone else holds the lock.
+
+def lock_timeout(delta: float | None) -> float:
+    """The lifetime of the recompute lock of a key whose last compute took ``delta``."""
+    return min(LOCK_CAP_SECONDS, max(LOCK_FLOOR_SECONDS, LOCK_FACTOR * (delta or 0.0)))
+
+
+def _lock_acquire(key: str, timeout: float) -> Callable[[], None] | None:
+    """A non-blocking lock on ``key``, renewed every ``timeout / 3`` s until released.
+
+    django-redis's lock (redis-py's) on Redis, ``cache.add`` with an owner token
+    elsewhere. Returns a release callable, or None when someone else holds the lock.
     """
     backend = caches["default"]
     if isinstance(backend, BreakerRedisCache) and not backend.available():
         return _compute_alone  # no cache, no lock: compute, as every caller would
+    lock_key = f"lock:{key}"
     if isinstance(backend, RedisCache):
         try:
-            lock = backend.lock(f"lock:{key}", timeout=timeout, blocking=False)
+            # Not thread-local: the renewal thread extends it with the same token.
+            lock = backend.lock(lock_key, timeout=timeout, blocking=False, thread_local=False)
             if not lock.acquire(blocking=False):
                 return None
         except CACHE_ERRORS as exc:
@@ -410,22 +431,50 @@ def _lock_acquire(key: str, timeout: float) -> Any:
                 backend.breaker.trip(exc)
             return _compute_alone
 
+        def extend() -> bool:
+            return bool(lock.reacquire())  # back to the full timeout, if still ours
+
         def release() -> None:
             with contextlib.suppress(*CACHE_ERRORS, LockError):
                 lock.release()
 
-        return release
+        return _renewed(lock_key, timeout, extend, release)
     token = secrets.token_hex(8)
-    lock_key = f"lock:{key}"
     if not backend.add(lock_key, token, timeout=timeout):
         return None
+
+    def extend_add() -> bool:
+        return backend.get(lock_key) == token and bool(backend.touch(lock_key, timeout))
 
     def release_add() -> None:
         # Only the owner deletes: a lock that timed out may belong to someone else now.
         if backend.get(lock_key) == token:
             backend.delete(lock_key)
 
-    return release_add
+    return _renewed(lock_key, timeout, extend_add, release_add)
+
+
+def _renewed(
+    name: str, timeout: float, extend: Callable[[], bool], release: Callable[[], None]
+) -> Callable[[], None]:
+    """Keep a held lock alive from a small thread until the returned callable runs."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(timeout / 3):
+            try:
+                if not extend():
+                    return  # expired and taken meanwhile: nothing left to keep
+            except (*CACHE_ERRORS, LockError):
+                return  # lost with the cache: it expires on its own
+
+    threading.Thread(target=renew, name=f"storeops-renew {name}", daemon=True).start()
+
+    def stop_and_release() -> None:
+        done.set()
+        release()
+
+    return stop_and_release
 
 
 def _compute_alone() -> None:
@@ -451,7 +500,8 @@ def get_or_compute(
       stored: the lock winner recomputes, everyone else gets the stale value;
     - cold: the lock winner computes, the others wait up to ``wait`` seconds for
       its result and compute themselves only if it does not come.
-    The stored entry outlives ``ttl`` by ``stale_ttl`` so stale serving works.
+    The stored entry outlives ``ttl`` by ``stale_ttl`` so stale serving works. The
+    recompute lock lives ``lock_timeout(delta)`` and is renewed while the work runs.
     """
     label = counter or key
     versions = namespace_versions(*namespaces) if namespaces else {}
@@ -466,7 +516,7 @@ def get_or_compute(
     else:
         envelope = None
 
-    release = _lock_acquire(store_key, timeout=max(30.0, stale_ttl))
+    release = _lock_acquire(store_key, lock_timeout(envelope.delta if envelope else None))
     if release is not None:
         try:
             return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label)

@@ -109,6 +109,35 @@ def test_others_get_the_stale_value_while_one_recomputes() -> None:
     )
 
 
+def test_lock_lifetime_follows_the_compute_time_within_floor_and_cap() -> None:
+    assert caching.lock_timeout(None) == caching.LOCK_FLOOR_SECONDS
+    assert caching.lock_timeout(0.05) == caching.LOCK_FLOOR_SECONDS
+    assert caching.lock_timeout(4.0) == 4.0 * caching.LOCK_FACTOR
+    assert caching.lock_timeout(3600.0) == caching.LOCK_CAP_SECONDS
+
+
+def test_a_long_compute_keeps_its_lock_past_its_lifetime(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A short floor so that the test outlives it quickly; renewal does the rest.
+    monkeypatch.setattr(caching, "LOCK_FLOOR_SECONDS", 0.3)
+    started, release = threading.Event(), threading.Event()
+
+    def long_compute() -> str:
+        started.set()
+        assert release.wait(10)
+        return "done"
+
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        future = worker.submit(caching.get_or_compute, "t:long", long_compute, 60, 60)
+        assert started.wait(5)
+        time.sleep(1.0)  # more than three lifetimes
+        assert caching._lock_acquire("goc:t:long", timeout=5) is None
+        release.set()
+        assert future.result(5).value == "done"
+    again = caching._lock_acquire("goc:t:long", timeout=5)
+    assert again is not None  # released with the work
+    again()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_stampede_on_a_cold_trending_computes_once() -> None:
     shop, category = factories.shop(), factories.category()

@@ -7,9 +7,12 @@ the shared one the rest of the suite uses).
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.conf import settings
 from django.core.cache import cache, caches
 from django.test import override_settings
 
@@ -159,3 +163,53 @@ def test_the_cache_is_back_within_one_breaker_period_after_redis_restarts(
         breaker.reset()
     assert openings == 1
     assert back_at - opened_at <= cooldown + 0.5, f"back after {back_at - opened_at:.2f} s"
+
+
+_HOLDER = """
+import sys, time
+import django
+django.setup()
+from store import caching
+
+def compute():
+    print("computing", flush=True)
+    time.sleep(600)  # killed long before this ends
+
+caching.get_or_compute(sys.argv[1], compute, 60, 300)
+"""
+
+
+def test_a_lock_whose_holder_is_killed_is_free_within_the_floor() -> None:
+    key = f"t:killed:{os.getpid()}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, key],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "computing"
+        lock_key = caches["default"].make_and_validate_key(f"lock:goc:{key}")
+        raw = redis.Redis.from_url(settings.REDIS_URL)
+        # A compute longer than the floor keeps its lock: the holder renews it.
+        time.sleep(caching.LOCK_FLOOR_SECONDS + 1.5)
+        assert raw.exists(lock_key)
+        assert 0 < raw.pttl(lock_key) <= caching.LOCK_FLOOR_SECONDS * 1000
+        assert caching._lock_acquire(f"goc:{key}", timeout=5) is None
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        killed_at = time.monotonic()
+        while (release := caching._lock_acquire(f"goc:{key}", timeout=5)) is None:
+            assert time.monotonic() - killed_at < caching.LOCK_FLOOR_SECONDS + 5, "lock not freed"
+            time.sleep(0.05)
+        freed_after = time.monotonic() - killed_at
+        release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(10)
+    assert freed_after <= caching.LOCK_FLOOR_SECONDS + 0.5
+    # The next request computes at once (nobody holds the lock any more).
+    assert caching.get_or_compute(key, lambda: "fresh", 60, 300).value == "fresh"
