@@ -6,8 +6,8 @@ its transaction commits, so every dependent entry, for every user, goes stale at
 once without scanning keys. On Redis the INCR is sent without waiting for its reply,
 which is read before the thread reads versions and before the response leaves.
 
-``get_or_compute`` serves shared data, recomputed by one worker at a time under a
-per-key lock that dies with its holder within seconds.
+``get_or_compute`` serves shared data: a stale value at once while one background
+thread refreshes it, under a per-key lock that dies with its holder within seconds.
 ``BreakerRedisCache`` turns a Redis outage into misses and comes back, with fresh
 connections, one breaker period after Redis does.
 """
@@ -15,6 +15,7 @@ connections, one breaker period after Redis does.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import math
@@ -25,13 +26,14 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache, caches
-from django.db import transaction
+from django.db import connections, transaction
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils import timezone
@@ -481,6 +483,152 @@ def _compute_alone() -> None:
     """Release for 'no lock could be taken because the cache is down'."""
 
 
+# --- Background refresh --------------------------------------------------------
+# A stale value is served at once and refreshed here, off the request path, by a
+# few threads per process (STOREOPS_REFRESH_THREADS), created on first use so that
+# every gunicorn worker starts its own after the fork. A refresh that finds them
+# all busy is skipped, never queued: the next request for the key tries again.
+
+
+class _RefreshPool:
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.pid = os.getpid()
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="storeops-refresh")
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.keys: set[str] = set()  # refreshing now, in this process
+
+    @property
+    def pending(self) -> int:
+        return len(self.keys)
+
+    def claim(self, key: str) -> bool:
+        """Reserve a thread for ``key``: False if it is being refreshed or none is free."""
+        with self.lock:
+            if key in self.keys or len(self.keys) >= self.threads:
+                return False
+            self.keys.add(key)
+            return True
+
+    def finished(self, key: str) -> None:
+        with self.lock:
+            self.keys.discard(key)
+            self.idle.notify_all()
+
+
+_pool: _RefreshPool | None = None
+_pool_lock = threading.Lock()
+
+
+def _refresh_pool() -> _RefreshPool | None:
+    """This process's refresh pool; None when ``STOREOPS_REFRESH_THREADS`` is 0."""
+    global _pool  # one pool per process, made on first use
+    threads = int(getattr(settings, "STOREOPS_REFRESH_THREADS", 2))
+    if threads <= 0:
+        return None
+    pool = _pool
+    if pool is None or pool.pid != os.getpid() or pool.threads != threads:
+        with _pool_lock:
+            pool = _pool
+            # After a fork the parent's threads do not exist here: make our own.
+            if pool is None or pool.pid != os.getpid() or pool.threads != threads:
+                if pool is not None and pool.pid == os.getpid():
+                    pool.executor.shutdown(wait=False)  # the running ones finish
+                pool = _pool = _RefreshPool(threads)
+    return pool
+
+
+def drain_refreshes(timeout: float = 10.0) -> bool:
+    """Wait until this process runs no background refresh; False on timeout."""
+    pool = _pool
+    if pool is None or pool.pid != os.getpid():
+        return True
+    with pool.idle:
+        return pool.idle.wait_for(lambda: pool.pending == 0, timeout)
+
+
+def _refresh_in_background(
+    store_key: str, refresh: Callable[[], None], lock_seconds: float, label: str
+) -> bool:
+    """Start ``refresh`` unless one runs for the key; False if there is no pool."""
+    pool = _refresh_pool()
+    if pool is None:
+        return False
+    if not pool.claim(store_key):
+        if store_key not in pool.keys:
+            count(label, "refresh-skipped")  # every thread busy: the next request retries
+        return True
+    release = _lock_acquire(store_key, lock_seconds)
+    if release is None:  # another process (or a request's own recompute) has it
+        pool.finished(store_key)
+        return True
+    try:
+        pool.executor.submit(_run_refresh, pool, store_key, refresh, release, label)
+    except RuntimeError:  # the interpreter is shutting down: skip it
+        release()
+        pool.finished(store_key)
+    return True
+
+
+def _run_refresh(
+    pool: _RefreshPool,
+    store_key: str,
+    refresh: Callable[[], None],
+    release: Callable[[], None],
+    label: str,
+) -> None:
+    try:
+        # An empty context: nothing of the request that triggered the refresh (a
+        # primary pin, its replica, a query capture) reaches data shared by everyone.
+        contextvars.Context().run(_refresh_once, store_key, refresh, label)
+    finally:
+        release()
+        connections.close_all()  # this thread's own; a pool thread keeps none open
+        pool.finished(store_key)
+
+
+_failures: dict[str, str] = {}  # key -> the refresh failure last logged for it
+_failures_lock = threading.Lock()
+
+
+def _refresh_once(store_key: str, refresh: Callable[[], None], label: str) -> None:
+    from store.routing import request_scope  # store.routing imports the models
+
+    try:
+        with request_scope():  # one refresh reads from one replica, like one request
+            refresh()
+    # Whatever the computation raises: logged with its traceback, never hidden; the
+    # stale value stays in place and a later request tries again.
+    except Exception as exc:
+        count(label, "refresh-failed")
+        text = f"{type(exc).__name__}: {exc}"
+        with _failures_lock:
+            repeated = _failures.get(store_key) == text
+            _failures[store_key] = text
+        if not repeated:  # once per key and failure, not once per request
+            logger.error(
+                "background refresh of %s failed; serving the stale value", store_key, exc_info=exc
+            )
+    else:
+        with _failures_lock:
+            recovered = _failures.pop(store_key, None) is not None
+        if recovered:
+            logger.warning("background refresh of %s works again", store_key)
+
+
+def _in_transaction() -> bool:
+    """A refresh on another thread's connection would not see this transaction."""
+    return any(conn.in_atomic_block for conn in connections.all(initialized_only=True))
+
+
+def _must_read_own_writes() -> bool:
+    """Pinned to the primary after a write, in a transaction, or under use_primary()."""
+    from store.routing import reads_must_use_primary  # store.routing imports the models
+
+    return reads_must_use_primary()
+
+
 def get_or_compute(
     key: str,
     fn: Callable[[], T],
@@ -492,41 +640,85 @@ def get_or_compute(
     wait: float = 5.0,
     counter: str = "",
 ) -> Computed[T]:
-    """The cached result of ``fn()``, recomputed by one worker at a time.
+    """The cached result of ``fn()``; nobody waits for a recompute if a value exists.
 
-    - fresh: served from the cache; XFetch refreshes a hot key early with a
-      probability that grows as expiry nears (and with the compute time);
+    - fresh: served from the cache; XFetch picks a hot key for an early background
+      refresh with a probability that grows as expiry nears (and with the compute
+      time), and serves it as it is meanwhile;
     - stale (expired, or computed under older ``namespaces`` versions) but still
-      stored: the lock winner recomputes, everyone else gets the stale value;
+      stored: served at once, marked stale, while one background refresh runs for
+      the key (skipped when the process's refresh threads are all busy: the next
+      request tries again);
     - cold: the lock winner computes, the others wait up to ``wait`` seconds for
       its result and compute themselves only if it does not come.
-    The stored entry outlives ``ttl`` by ``stale_ttl`` so stale serving works. The
-    recompute lock lives ``lock_timeout(delta)`` and is renewed while the work runs.
+    At most one recompute per key runs at a time across processes: a lock that lives
+    ``lock_timeout(delta)`` and is renewed while the work runs. Exceptions: a caller
+    that must read its own writes (pinned after a write, ``use_primary()``, inside a
+    transaction) is never served a value from before the current versions, and waits
+    as if cold; inside a transaction a refresh runs in the caller's thread (the lock
+    winner's), since another connection would not see the transaction's writes.
+    The stored entry outlives ``ttl`` by ``stale_ttl`` so stale serving works.
     """
     label = counter or key
     versions = namespace_versions(*namespaces) if namespaces else {}
     store_key = f"goc:{key}"
     envelope = cache.get(store_key)
-    if isinstance(envelope, _Envelope):
-        current = envelope.versions == versions
-        early = time.time() - envelope.delta * beta * math.log(1.0 - random.random())
-        if current and early < envelope.expires:
+    if not isinstance(envelope, _Envelope):
+        return _compute_once(store_key, fn, ttl, stale_ttl, versions, label, wait, None)
+    current = envelope.versions == versions
+    now = time.time()
+    if current and now < envelope.expires:
+        early = now - envelope.delta * beta * math.log(1.0 - random.random())
+        if early < envelope.expires:
             count(label, "hit")
             return Computed(envelope.value, envelope.computed_at, hit=True)
-    else:
-        envelope = None
+    if not current and _must_read_own_writes():
+        return _compute_once(store_key, fn, ttl, stale_ttl, versions, label, wait, envelope.delta)
 
-    release = _lock_acquire(store_key, lock_timeout(envelope.delta if envelope else None))
+    def refresh() -> None:
+        # Versions read now, before computing: a write landing meanwhile leaves the
+        # new value stale, never a pre-write value marked current.
+        latest = namespace_versions(*namespaces) if namespaces else {}
+        found = cache.get(store_key)
+        if (
+            isinstance(found, _Envelope)
+            and found.versions == latest
+            and found.computed_at > envelope.computed_at
+            and time.time() < found.expires
+        ):
+            return  # refreshed elsewhere since this request read it
+        _compute_and_store(store_key, fn, ttl, stale_ttl, latest, label, event="refresh")
+
+    lock_seconds = lock_timeout(envelope.delta)
+    if _in_transaction() or not _refresh_in_background(store_key, refresh, lock_seconds, label):
+        release = _lock_acquire(store_key, lock_seconds)
+        if release is not None:
+            try:
+                return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label)
+            finally:
+                release()
+    stale = not current or now >= envelope.expires
+    count(label, "stale" if stale else "hit")
+    return Computed(envelope.value, envelope.computed_at, hit=True, stale=stale)
+
+
+def _compute_once(
+    store_key: str,
+    fn: Callable[[], T],
+    ttl: float,
+    stale_ttl: float,
+    versions: dict[str, int],
+    label: str,
+    wait: float,
+    delta: float | None,
+) -> Computed[T]:
+    """No usable value: the lock winner computes, the others wait for its result."""
+    release = _lock_acquire(store_key, lock_timeout(delta))
     if release is not None:
         try:
             return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label)
         finally:
             release()
-    if envelope is not None:
-        stale = envelope.versions != versions or time.time() >= envelope.expires
-        count(label, "stale" if stale else "hit")
-        return Computed(envelope.value, envelope.computed_at, hit=True, stale=stale)
-
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         time.sleep(0.02)
@@ -544,6 +736,8 @@ def _compute_and_store(
     stale_ttl: float,
     versions: dict[str, int],
     label: str,
+    *,
+    event: str = "miss",
 ) -> Computed[T]:
     started = time.perf_counter()
     value = fn()
@@ -551,5 +745,5 @@ def _compute_and_store(
     computed_at = timezone.now()
     envelope = _Envelope(value, computed_at, delta, time.time() + ttl, versions)
     cache.set(store_key, envelope, timeout=ttl + stale_ttl)
-    count(label, "miss")
+    count(label, event)
     return Computed(value, computed_at, hit=False, compute_ms=delta * 1000)
