@@ -405,6 +405,7 @@ class _Envelope:
 LOCK_FLOOR_SECONDS = 5.0
 LOCK_CAP_SECONDS = 60.0
 LOCK_FACTOR = 3.0
+LOCK_ERRORS: tuple[type[BaseException], ...] = (*CACHE_ERRORS, LockError)
 
 
 def lock_timeout(delta: float | None) -> float:
@@ -437,7 +438,7 @@ def _lock_acquire(key: str, timeout: float) -> Callable[[], None] | None:
             return bool(lock.reacquire())  # back to the full timeout, if still ours
 
         def release() -> None:
-            with contextlib.suppress(*CACHE_ERRORS, LockError):
+            with contextlib.suppress(*LOCK_ERRORS):
                 lock.release()
 
         return _renewed(lock_key, timeout, extend, release)
@@ -467,7 +468,7 @@ def _renewed(
             try:
                 if not extend():
                     return  # expired and taken meanwhile: nothing left to keep
-            except (*CACHE_ERRORS, LockError):
+            except LOCK_ERRORS:
                 return  # lost with the cache: it expires on its own
 
     threading.Thread(target=renew, name=f"storeops-renew {name}", daemon=True).start()
