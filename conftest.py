@@ -18,6 +18,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 
+from store import caching
 from store.permissions import ops_groups_sync
 
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -58,8 +59,10 @@ def _isolated_cache() -> Iterator[None]:
     Local memory hides such leaks (it is cleared with the process); Redis keeps
     everything between tests, so every test starts and ends with an empty cache.
     """
+    caching.drain_refreshes()  # a background refresh must not write into the next test
     cache.clear()
     yield
+    caching.drain_refreshes()
     cache.clear()
 
 

@@ -227,6 +227,9 @@ STOREOPS_STICKY_SECONDS = env_number("STOREOPS_STICKY_SECONDS", 5)
 STOREOPS_MAX_REPLICA_LAG = env_number("STOREOPS_MAX_REPLICA_LAG", 5.0, kind=float)
 STOREOPS_SLOW_QUERY_MS = env_number("STOREOPS_SLOW_QUERY_MS", 200)
 STOREOPS_CACHE_BREAKER_SECONDS = env_number("STOREOPS_CACHE_BREAKER_SECONDS", 5.0, kind=float)
+# Threads per process that refresh stale panel data off the request path (0: in the
+# request, as the lock winner). Keep it well under the request threads per worker.
+STOREOPS_REFRESH_THREADS = env_number("STOREOPS_REFRESH_THREADS", 2)
 STOREOPS_LOW_STOCK_THRESHOLD = env_number("STOREOPS_LOW_STOCK_THRESHOLD", 5)
 STOREOPS_SHARD_BUCKETS = 1024
 # How long a process trusts its copy of the bucket map (a move waits this long).

@@ -329,15 +329,25 @@ class PanelRun:
 
 def load(panel: Panel, params: Params) -> PanelResult:
     """A panel's data: shared by every user (it is user-independent), computed by
-    one worker at a time, its SQL tagged and recorded for the inspector."""
+    one worker at a time (stale data is served while a background thread refreshes
+    it), its SQL tagged and recorded for the inspector."""
     compute = panel.compute
     if compute is None:
         return PanelResult()
+
+    def run() -> Any:
+        if querylog.current_panel() is not None:
+            return compute(params)  # in this request: its capture below records the SQL
+        # A background refresh: its SQL carries the panel's name too (slow log,
+        # pg_stat_activity); no request shows these queries in the inspector.
+        with querylog.capture(panel.name):
+            return compute(params)
+
     with querylog.capture(panel.name) as log:
         try:
             computed = caching.get_or_compute(
                 panel.data_key(params),
-                lambda: compute(params),
+                run,
                 panel.ttl,
                 panel.stale_ttl,
                 namespaces=panel.depends(params),

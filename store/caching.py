@@ -1,15 +1,21 @@
-"""Versioned cache namespaces.
+"""Versioned cache namespaces, stampede-safe shared data, and the Redis breaker.
 
 Every cached fragment or aggregate includes the versions of the data namespaces it
 was computed from. A write bumps the namespaces it touched (an atomic INCR) after
 its transaction commits, so every dependent entry, for every user, goes stale at
 once without scanning keys. On Redis the INCR is sent without waiting for its reply,
 which is read before the thread reads versions and before the response leaves.
+
+``get_or_compute`` serves shared data: a stale value at once while one background
+thread refreshes it, under a per-key lock that dies with its holder within seconds.
+``BreakerRedisCache`` turns a Redis outage into misses and comes back, with fresh
+connections, one breaker period after Redis does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import math
@@ -20,13 +26,14 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache, caches
-from django.db import transaction
+from django.db import connections, transaction
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils import timezone
@@ -116,26 +123,71 @@ logger = logging.getLogger("store.caching")
 
 
 class CircuitBreaker:
-    """Opens on a cache error for ``cooldown`` seconds; logs once per opening."""
+    """Opens on a cache error for ``cooldown`` seconds; logs once per opening.
+
+    Once the cool-down is over, one caller probes (``allows(probe)``) while the others
+    still see the cache as down. A probe that answers closes the breaker and starts a
+    new ``generation``: connections opened before it are dropped by the probe (pooled
+    ones) or on their next use (bump connections), so a socket left dead by the outage
+    cannot open the breaker again. A probe that fails opens it for another cool-down.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.openings = 0
+        self.generation = 0  # bumped at every recovery
+        self._open = False
         self._open_until = 0.0
+        self._probing = False
         self._lock = threading.Lock()
 
     @property
     def cooldown(self) -> float:
         return float(getattr(settings, "STOREOPS_CACHE_BREAKER_SECONDS", 5))
 
-    def allows(self) -> bool:
-        return time.monotonic() >= self._open_until
+    @property
+    def is_open(self) -> bool:
+        return self._open
 
-    def trip(self, exc: BaseException) -> None:
+    def allows(self, probe: Callable[[], None] | None = None) -> bool:
+        """May a cache call go through now? Runs ``probe`` once the cool-down is over.
+
+        Without a probe the caller's own call is the probe (half-open).
+        """
+        if not self._open:
+            return True
+        if time.monotonic() < self._open_until:
+            return False
+        if probe is None:
+            return True
         with self._lock:
+            if self._probing or not self._open or time.monotonic() < self._open_until:
+                return not self._open
+            self._probing = True
+        try:
+            probe()
+        except CACHE_ERRORS as exc:
+            with self._lock:
+                self._probing = False
+            self.trip(exc)
+            return False
+        with self._lock:
+            self._probing = False
+            self._open = False
+            self.generation += 1
+        logger.warning("cache %s answers again: circuit closed", self.name)
+        return True
+
+    def trip(self, exc: BaseException, generation: int | None = None) -> None:
+        """Open the breaker, unless it is open already or the failed call started
+        before the last recovery (``generation``): a stale socket, already dropped."""
+        with self._lock:
+            if generation is not None and generation != self.generation:
+                return
             now = time.monotonic()
-            if now < self._open_until:
+            if self._open and (now < self._open_until or self._probing):
                 return  # another thread opened it already: one warning per opening
+            self._open = True
             self._open_until = now + self.cooldown
             self.openings += 1
         logger.warning(
@@ -148,7 +200,9 @@ class CircuitBreaker:
 
     def reset(self) -> None:
         with self._lock:
+            self._open = False
             self._open_until = 0.0
+            self._probing = False
 
 
 _breakers: dict[str, CircuitBreaker] = {}
@@ -172,12 +226,13 @@ def _guarded(method_or_name: str | Callable[..., Any], fallback: Any) -> Callabl
     @functools.wraps(parent)
     def method(self: BreakerRedisCache, *args: Any, **kwargs: Any) -> Any:
         breaker = self.breaker
-        if not breaker.allows():
+        if not breaker.allows(self.probe):
             return fallback(*args, **kwargs) if callable(fallback) else fallback
+        generation = breaker.generation
         try:
             return parent(self, *args, **kwargs)
         except CACHE_ERRORS as exc:
-            breaker.trip(exc)
+            breaker.trip(exc, generation)
             return fallback(*args, **kwargs) if callable(fallback) else fallback
 
     return method
@@ -195,11 +250,33 @@ class BreakerRedisCache(RedisCache):
         self._packed_incrs: dict[tuple[str, ...], bytes] = {}
         self._bump_conn: Any = None
         self._bump_pid = 0
+        self._bump_generation = 0
         self._bump_replies_due = 0
 
     @property
     def breaker(self) -> CircuitBreaker:
         return breaker_for(str(self._server))
+
+    def available(self) -> bool:
+        """False while the breaker is open; probes Redis once the cool-down is over."""
+        return self.breaker.allows(self.probe)
+
+    def probe(self) -> None:
+        """PING on a fresh connection; if Redis answers, drop every pooled connection.
+
+        The pool is shared by all threads of the process and still holds sockets from
+        before the outage. Each would fail once, and each failure would open the
+        breaker again for a whole cool-down: drop them all now instead.
+        """
+        pool = self.client.get_client(write=True).connection_pool
+        connection = pool.connection_class(**pool.connection_kwargs)
+        try:
+            connection.send_command("PING")
+            connection.read_response()
+        finally:
+            connection.disconnect()
+        pool.disconnect(inuse_connections=False)  # idle ones: close their sockets now
+        pool.reset()  # in-use ones are discarded when released, never reused
 
     get = _guarded("get", _get_fallback)
     get_many = _guarded("get_many", lambda *a, **k: {})
@@ -245,12 +322,18 @@ class BreakerRedisCache(RedisCache):
                 raise
 
     def _bump_connection(self) -> Any:
-        pid = os.getpid()
+        pid, generation = os.getpid(), self.breaker.generation
         if self._bump_conn is None or self._bump_pid != pid:
             # After a fork the parent's socket is not ours: start over, owing nothing.
+            self._bump_conn = None
+        elif self._bump_generation != generation:
+            # Opened before Redis went away and came back: its socket is dead.
+            self._drop_bump_connection()
+            self._bump_conn = None
+        if self._bump_conn is None:
             pool = self.client.get_client(write=True).connection_pool
             self._bump_conn = pool.connection_class(**pool.connection_kwargs)
-            self._bump_pid, self._bump_replies_due = pid, 0
+            self._bump_pid, self._bump_generation, self._bump_replies_due = pid, generation, 0
         return self._bump_conn
 
     def _read_bump_replies(self, connection: Any) -> None:
@@ -275,7 +358,7 @@ class BreakerRedisCache(RedisCache):
 def cache_available() -> bool:
     """False while the default cache's breaker is open (the UI says so)."""
     backend = caches["default"]
-    return not isinstance(backend, BreakerRedisCache) or backend.breaker.allows()
+    return not isinstance(backend, BreakerRedisCache) or backend.available()
 
 
 # --- Per-panel counters ------------------------------------------------------
@@ -305,7 +388,7 @@ T = TypeVar("T")
 class Computed(Generic[T]):
     value: T
     computed_at: datetime
-    # True when served from the cache (fresh, or stale while someone recomputes).
+    # True when served from the cache (fresh, or stale while someone refreshes it).
     hit: bool
     stale: bool = False
     compute_ms: float = 0.0
@@ -320,17 +403,34 @@ class _Envelope:
     versions: dict[str, int]
 
 
-def _lock_acquire(key: str, timeout: float) -> Any:
-    """A non-blocking lock: django-redis's cache.lock on Redis, cache.add elsewhere.
+# A recompute lock lives a few times the key's last compute time, within a floor and
+# a cap, and is renewed while the work runs: a holder killed mid-recompute delays
+# the next refresh by its remaining lifetime (seconds), not by a fixed 300 s.
+LOCK_FLOOR_SECONDS = 5.0
+LOCK_CAP_SECONDS = 60.0
+LOCK_FACTOR = 3.0
+LOCK_ERRORS: tuple[type[BaseException], ...] = (*CACHE_ERRORS, LockError)
 
-    Returns a release callable, or None when someone else holds the lock.
+
+def lock_timeout(delta: float | None) -> float:
+    """The lifetime of the recompute lock of a key whose last compute took ``delta``."""
+    return min(LOCK_CAP_SECONDS, max(LOCK_FLOOR_SECONDS, LOCK_FACTOR * (delta or 0.0)))
+
+
+def _lock_acquire(key: str, timeout: float) -> Callable[[], None] | None:
+    """A non-blocking lock on ``key``, renewed every ``timeout / 3`` s until released.
+
+    django-redis's lock (redis-py's) on Redis, ``cache.add`` with an owner token
+    elsewhere. Returns a release callable, or None when someone else holds the lock.
     """
     backend = caches["default"]
-    if isinstance(backend, BreakerRedisCache) and not backend.breaker.allows():
+    if isinstance(backend, BreakerRedisCache) and not backend.available():
         return _compute_alone  # no cache, no lock: compute, as every caller would
+    lock_key = f"lock:{key}"
     if isinstance(backend, RedisCache):
         try:
-            lock = backend.lock(f"lock:{key}", timeout=timeout, blocking=False)
+            # Not thread-local: the renewal thread extends it with the same token.
+            lock = backend.lock(lock_key, timeout=timeout, blocking=False, thread_local=False)
             if not lock.acquire(blocking=False):
                 return None
         except CACHE_ERRORS as exc:
@@ -338,26 +438,200 @@ def _lock_acquire(key: str, timeout: float) -> Any:
                 backend.breaker.trip(exc)
             return _compute_alone
 
+        def extend() -> bool:
+            return bool(lock.reacquire())  # back to the full timeout, if still ours
+
         def release() -> None:
-            with contextlib.suppress(*CACHE_ERRORS, LockError):
+            with contextlib.suppress(*LOCK_ERRORS):
                 lock.release()
 
-        return release
+        return _renewed(lock_key, timeout, extend, release)
     token = secrets.token_hex(8)
-    lock_key = f"lock:{key}"
     if not backend.add(lock_key, token, timeout=timeout):
         return None
+
+    def extend_add() -> bool:
+        return backend.get(lock_key) == token and bool(backend.touch(lock_key, timeout))
 
     def release_add() -> None:
         # Only the owner deletes: a lock that timed out may belong to someone else now.
         if backend.get(lock_key) == token:
             backend.delete(lock_key)
 
-    return release_add
+    return _renewed(lock_key, timeout, extend_add, release_add)
+
+
+def _renewed(
+    name: str, timeout: float, extend: Callable[[], bool], release: Callable[[], None]
+) -> Callable[[], None]:
+    """Keep a held lock alive from a small thread until the returned callable runs."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(timeout / 3):
+            try:
+                if not extend():
+                    return  # expired and taken meanwhile: nothing left to keep
+            except LOCK_ERRORS:
+                return  # lost with the cache: it expires on its own
+
+    threading.Thread(target=renew, name=f"storeops-renew {name}", daemon=True).start()
+
+    def stop_and_release() -> None:
+        done.set()
+        release()
+
+    return stop_and_release
 
 
 def _compute_alone() -> None:
     """Release for 'no lock could be taken because the cache is down'."""
+
+
+# --- Background refresh --------------------------------------------------------
+# A stale value is served at once and refreshed here, off the request path, by a
+# few threads per process (STOREOPS_REFRESH_THREADS), created on first use so that
+# every gunicorn worker starts its own after the fork. A refresh that finds them
+# all busy is skipped, never queued: the next request for the key tries again.
+
+
+class _RefreshPool:
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.pid = os.getpid()
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="storeops-refresh")
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.keys: set[str] = set()  # refreshing now, in this process
+
+    @property
+    def pending(self) -> int:
+        return len(self.keys)
+
+    def claim(self, key: str) -> bool:
+        """Reserve a thread for ``key``: False if it is being refreshed or none is free."""
+        with self.lock:
+            if key in self.keys or len(self.keys) >= self.threads:
+                return False
+            self.keys.add(key)
+            return True
+
+    def finished(self, key: str) -> None:
+        with self.lock:
+            self.keys.discard(key)
+            self.idle.notify_all()
+
+
+_pool: _RefreshPool | None = None
+_pool_lock = threading.Lock()
+
+
+def _refresh_pool() -> _RefreshPool | None:
+    """This process's refresh pool; None when ``STOREOPS_REFRESH_THREADS`` is 0."""
+    global _pool  # one pool per process, made on first use
+    threads = int(getattr(settings, "STOREOPS_REFRESH_THREADS", 2))
+    if threads <= 0:
+        return None
+    pool = _pool
+    if pool is None or pool.pid != os.getpid() or pool.threads != threads:
+        with _pool_lock:
+            pool = _pool
+            # After a fork the parent's threads do not exist here: make our own.
+            if pool is None or pool.pid != os.getpid() or pool.threads != threads:
+                if pool is not None and pool.pid == os.getpid():
+                    pool.executor.shutdown(wait=False)  # the running ones finish
+                pool = _pool = _RefreshPool(threads)
+    return pool
+
+
+def drain_refreshes(timeout: float = 10.0) -> bool:
+    """Wait until this process runs no background refresh; False on timeout."""
+    pool = _pool
+    if pool is None or pool.pid != os.getpid():
+        return True
+    with pool.idle:
+        return pool.idle.wait_for(lambda: pool.pending == 0, timeout)
+
+
+def _refresh_in_background(
+    store_key: str, refresh: Callable[[], None], lock_seconds: float, label: str
+) -> bool:
+    """Start ``refresh`` unless one runs for the key; False if there is no pool."""
+    pool = _refresh_pool()
+    if pool is None:
+        return False
+    if not pool.claim(store_key):
+        if store_key not in pool.keys:
+            count(label, "refresh-skipped")  # every thread busy: the next request retries
+        return True
+    release = _lock_acquire(store_key, lock_seconds)
+    if release is None:  # another process (or a request's own recompute) has it
+        pool.finished(store_key)
+        return True
+    try:
+        pool.executor.submit(_run_refresh, pool, store_key, refresh, release, label)
+    except RuntimeError:  # the interpreter is shutting down: skip it
+        release()
+        pool.finished(store_key)
+    return True
+
+
+def _run_refresh(
+    pool: _RefreshPool,
+    store_key: str,
+    refresh: Callable[[], None],
+    release: Callable[[], None],
+    label: str,
+) -> None:
+    try:
+        # An empty context: nothing of the request that triggered the refresh (a
+        # primary pin, its replica, a query capture) reaches data shared by everyone.
+        contextvars.Context().run(_refresh_once, store_key, refresh, label)
+    finally:
+        release()
+        connections.close_all()  # this thread's own; a pool thread keeps none open
+        pool.finished(store_key)
+
+
+_failures: dict[str, str] = {}  # key -> the refresh failure last logged for it
+_failures_lock = threading.Lock()
+
+
+def _refresh_once(store_key: str, refresh: Callable[[], None], label: str) -> None:
+    from store.routing import request_scope  # store.routing imports the models
+
+    try:
+        with request_scope():  # one refresh reads from one replica, like one request
+            refresh()
+    # Whatever the computation raises: logged with its traceback, never hidden; the
+    # stale value stays in place and a later request tries again.
+    except Exception as exc:
+        count(label, "refresh-failed")
+        text = f"{type(exc).__name__}: {exc}"
+        with _failures_lock:
+            repeated = _failures.get(store_key) == text
+            _failures[store_key] = text
+        if not repeated:  # once per key and failure, not once per request
+            logger.error(
+                "background refresh of %s failed; serving the stale value", store_key, exc_info=exc
+            )
+    else:
+        with _failures_lock:
+            recovered = _failures.pop(store_key, None) is not None
+        if recovered:
+            logger.warning("background refresh of %s works again", store_key)
+
+
+def _in_transaction() -> bool:
+    """A refresh on another thread's connection would not see this transaction."""
+    return any(conn.in_atomic_block for conn in connections.all(initialized_only=True))
+
+
+def _must_read_own_writes() -> bool:
+    """Pinned to the primary after a write, in a transaction, or under use_primary()."""
+    from store.routing import reads_must_use_primary  # store.routing imports the models
+
+    return reads_must_use_primary()
 
 
 def get_or_compute(
@@ -371,40 +645,85 @@ def get_or_compute(
     wait: float = 5.0,
     counter: str = "",
 ) -> Computed[T]:
-    """The cached result of ``fn()``, recomputed by one worker at a time.
+    """The cached result of ``fn()``; nobody waits for a recompute if a value exists.
 
-    - fresh: served from the cache; XFetch refreshes a hot key early with a
-      probability that grows as expiry nears (and with the compute time);
+    - fresh: served from the cache; XFetch picks a hot key for an early background
+      refresh with a probability that grows as expiry nears (and with the compute
+      time), and serves it as it is meanwhile;
     - stale (expired, or computed under older ``namespaces`` versions) but still
-      stored: the lock winner recomputes, everyone else gets the stale value;
+      stored: served at once, marked stale, while one background refresh runs for
+      the key (skipped when the process's refresh threads are all busy: the next
+      request tries again);
     - cold: the lock winner computes, the others wait up to ``wait`` seconds for
       its result and compute themselves only if it does not come.
+    At most one recompute per key runs at a time across processes: a lock that lives
+    ``lock_timeout(delta)`` and is renewed while the work runs. Exceptions: a caller
+    that must read its own writes (pinned after a write, ``use_primary()``, inside a
+    transaction) is never served a value from before the current versions, and waits
+    as if cold; inside a transaction a refresh runs in the caller's thread (the lock
+    winner's), since another connection would not see the transaction's writes.
     The stored entry outlives ``ttl`` by ``stale_ttl`` so stale serving works.
     """
     label = counter or key
     versions = namespace_versions(*namespaces) if namespaces else {}
     store_key = f"goc:{key}"
     envelope = cache.get(store_key)
-    if isinstance(envelope, _Envelope):
-        current = envelope.versions == versions
-        early = time.time() - envelope.delta * beta * math.log(1.0 - random.random())
-        if current and early < envelope.expires:
+    if not isinstance(envelope, _Envelope):
+        return _compute_once(store_key, fn, ttl, stale_ttl, versions, label, wait, None)
+    current = envelope.versions == versions
+    now = time.time()
+    if current and now < envelope.expires:
+        early = now - envelope.delta * beta * math.log(1.0 - random.random())
+        if early < envelope.expires:
             count(label, "hit")
             return Computed(envelope.value, envelope.computed_at, hit=True)
-    else:
-        envelope = None
+    if not current and _must_read_own_writes():
+        return _compute_once(store_key, fn, ttl, stale_ttl, versions, label, wait, envelope.delta)
 
-    release = _lock_acquire(store_key, timeout=max(30.0, stale_ttl))
+    def refresh() -> None:
+        # Versions read now, before computing: a write landing meanwhile leaves the
+        # new value stale, never a pre-write value marked current.
+        latest = namespace_versions(*namespaces) if namespaces else {}
+        found = cache.get(store_key)
+        if (
+            isinstance(found, _Envelope)
+            and found.versions == latest
+            and found.computed_at > envelope.computed_at
+            and time.time() < found.expires
+        ):
+            return  # refreshed elsewhere since this request read it
+        _compute_and_store(store_key, fn, ttl, stale_ttl, latest, label, event="refresh")
+
+    lock_seconds = lock_timeout(envelope.delta)
+    if _in_transaction() or not _refresh_in_background(store_key, refresh, lock_seconds, label):
+        release = _lock_acquire(store_key, lock_seconds)
+        if release is not None:
+            try:
+                return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label)
+            finally:
+                release()
+    stale = not current or now >= envelope.expires
+    count(label, "stale" if stale else "hit")
+    return Computed(envelope.value, envelope.computed_at, hit=True, stale=stale)
+
+
+def _compute_once(
+    store_key: str,
+    fn: Callable[[], T],
+    ttl: float,
+    stale_ttl: float,
+    versions: dict[str, int],
+    label: str,
+    wait: float,
+    delta: float | None,
+) -> Computed[T]:
+    """No usable value: the lock winner computes, the others wait for its result."""
+    release = _lock_acquire(store_key, lock_timeout(delta))
     if release is not None:
         try:
             return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label)
         finally:
             release()
-    if envelope is not None:
-        stale = envelope.versions != versions or time.time() >= envelope.expires
-        count(label, "stale" if stale else "hit")
-        return Computed(envelope.value, envelope.computed_at, hit=True, stale=stale)
-
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         time.sleep(0.02)
@@ -422,6 +741,8 @@ def _compute_and_store(
     stale_ttl: float,
     versions: dict[str, int],
     label: str,
+    *,
+    event: str = "miss",
 ) -> Computed[T]:
     started = time.perf_counter()
     value = fn()
@@ -429,5 +750,5 @@ def _compute_and_store(
     computed_at = timezone.now()
     envelope = _Envelope(value, computed_at, delta, time.time() + ttl, versions)
     cache.set(store_key, envelope, timeout=ttl + stale_ttl)
-    count(label, "miss")
+    count(label, event)
     return Computed(value, computed_at, hit=False, compute_ms=delta * 1000)

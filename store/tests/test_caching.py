@@ -1,4 +1,8 @@
-"""get_or_compute (lock, stale serve, XFetch), namespace versions and the breaker."""
+"""get_or_compute (lock, stale serve, background refresh, XFetch), versions, the breaker.
+
+Background refreshes run for real (threads, the real cache and database); a test
+waits for them with ``caching.drain_refreshes()``.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +34,13 @@ def test_cold_then_hit_then_recompute_after_a_bump() -> None:
     assert (first.value, first.hit, second.value, second.hit) == (1, False, 1, True)
     assert second.computed_at == first.computed_at
     caching.bump_now("catalog")
+    # The earlier value at once, marked stale; the recompute runs in the background.
     third = caching.get_or_compute("t:basic", compute, 60, 60, namespaces=("catalog",))
-    assert (third.value, third.hit) == (2, False)
+    assert (third.value, third.hit, third.stale) == (1, True, True)
+    assert caching.drain_refreshes(5)
+    fourth = caching.get_or_compute("t:basic", compute, 60, 60, namespaces=("catalog",))
+    assert (fourth.value, fourth.hit, fourth.stale) == (2, True, False)
+    assert len(calls) == 2
 
 
 def test_a_bump_on_another_namespace_keeps_the_value() -> None:
@@ -59,11 +68,13 @@ def test_bump_after_commit_changes_the_version() -> None:
     assert caching.namespace_versions("stock")["stock"] == before + 1
 
 
-def test_expired_value_is_recomputed() -> None:
+def test_expired_value_is_served_stale_and_refreshed() -> None:
     caching.get_or_compute("t:ttl", lambda: "old", 0.05, 60, beta=0)
     time.sleep(0.1)
-    fresh = caching.get_or_compute("t:ttl", lambda: "new", 0.05, 60, beta=0)
-    assert (fresh.value, fresh.hit) == ("new", False)
+    served = caching.get_or_compute("t:ttl", lambda: "new", 0.05, 60, beta=0)
+    assert (served.value, served.stale) == ("old", True)
+    assert caching.drain_refreshes(5)
+    assert caching.get_or_compute("t:ttl", lambda: "newer", 60, 60, beta=0).value == "new"
 
 
 def test_xfetch_refreshes_a_hot_key_before_it_expires() -> None:
@@ -75,38 +86,239 @@ def test_xfetch_refreshes_a_hot_key_before_it_expires() -> None:
     # beta=0: never early; a huge beta: the compute time dwarfs the hour left.
     assert caching.get_or_compute("t:xfetch", slow, 3600, 60, beta=0).hit
     early = caching.get_or_compute("t:xfetch", slow, 3600, 60, beta=1e9)
-    assert not early.hit
-    assert early.value > first.value
+    # Still fresh: served as it is, not stale, while the early refresh runs.
+    assert (early.value, early.hit, early.stale) == (first.value, True, False)
+    assert caching.drain_refreshes(5)
+    refreshed = caching.get_or_compute("t:xfetch", slow, 3600, 60, beta=0)
+    assert refreshed.value > first.value
 
 
-def test_others_get_the_stale_value_while_one_recomputes() -> None:
-    caching.get_or_compute("t:stale", lambda: "v1", 60, 600, namespaces=("orders",))
+def _seed_then_bump(key: str, value: object) -> None:
+    caching.get_or_compute(key, lambda: value, 60, 600, namespaces=("orders",))
     caching.bump_now("orders")
+
+
+def test_a_stale_value_is_served_at_once_while_the_refresh_runs_in_the_background() -> None:
+    _seed_then_bump("t:stale", "v1")
     started, release = threading.Event(), threading.Event()
-    results = {}
+    seen: dict[str, object] = {}
 
     def slow_recompute() -> str:
+        seen["thread"] = threading.current_thread().name
         started.set()
-        release.wait(5)
+        assert release.wait(10)
         return "v2"
 
-    def winner() -> None:
-        results["winner"] = caching.get_or_compute(
-            "t:stale", slow_recompute, 60, 600, namespaces=("orders",)
-        )
-
-    thread = threading.Thread(target=winner)
-    thread.start()
-    assert started.wait(5)
-    other = caching.get_or_compute("t:stale", lambda: "never", 60, 600, namespaces=("orders",))
+    began = time.monotonic()
+    served = caching.get_or_compute("t:stale", slow_recompute, 60, 600, namespaces=("orders",))
+    took = time.monotonic() - began
+    assert (served.value, served.hit, served.stale) == ("v1", True, True)
+    assert took < 0.5  # the recompute blocks for up to 10 s
+    assert started.wait(5)  # ...in another thread, now
+    assert seen["thread"] != threading.current_thread().name
+    # Asked again meanwhile: still the stale value, and no second refresh.
+    again = caching.get_or_compute("t:stale", lambda: "never", 60, 600, namespaces=("orders",))
+    assert (again.value, again.stale) == ("v1", True)
     release.set()
-    thread.join(5)
-    assert (other.value, other.hit, other.stale) == ("v1", True, True)
-    assert (results["winner"].value, results["winner"].hit) == ("v2", False)
+    assert caching.drain_refreshes(5)
+    fresh = caching.get_or_compute("t:stale", lambda: "never", 60, 600, namespaces=("orders",))
+    assert (fresh.value, fresh.hit, fresh.stale) == ("v2", True, False)
+
+
+def test_many_readers_of_a_stale_key_start_one_refresh() -> None:
+    _seed_then_bump("t:many", "v1")
+    release = threading.Event()
+    calls: list[int] = []
+    barrier = threading.Barrier(16)
+
+    def recompute() -> str:
+        calls.append(1)
+        assert release.wait(10)
+        return "v2"
+
+    def reader(_: int) -> tuple[object, bool, float]:
+        barrier.wait(10)
+        began = time.monotonic()
+        found = caching.get_or_compute("t:many", recompute, 60, 600, namespaces=("orders",))
+        return found.value, found.stale, time.monotonic() - began
+
+    with ThreadPoolExecutor(max_workers=16) as readers:
+        results = list(readers.map(reader, range(16)))
+    assert {(value, stale) for value, stale, _ in results} == {("v1", True)}
+    assert max(took for _, _, took in results) < 1.0
+    release.set()
+    assert caching.drain_refreshes(5)
+    assert len(calls) == 1
     assert (
-        caching.get_or_compute("t:stale", lambda: "never", 60, 600, namespaces=("orders",)).value
+        caching.get_or_compute("t:many", recompute, 60, 600, namespaces=("orders",)).value == "v2"
+    )
+    assert len(calls) == 1
+
+
+def test_no_refresh_while_another_process_holds_the_key_lock() -> None:
+    _seed_then_bump("t:held", "v1")
+    # What another worker process holds while it recomputes the key.
+    release = caching._lock_acquire("goc:t:held", timeout=5)
+    assert release is not None
+    try:
+        served = caching.get_or_compute("t:held", lambda: "v2", 60, 600, namespaces=("orders",))
+        assert caching.drain_refreshes(5)
+        after = caching.get_or_compute("t:held", lambda: "v2", 60, 600, namespaces=("orders",))
+    finally:
+        release()
+    assert (served.value, after.value, after.stale) == ("v1", "v1", True)
+
+
+def test_a_busy_refresh_pool_skips_refreshes_instead_of_queueing_them() -> None:
+    keys = [f"t:busy:{n}" for n in range(5)]
+    for key in keys:
+        _seed_then_bump(key, "old")
+    release = threading.Event()
+    running: list[str] = []
+
+    def blocked(key: str):
+        def compute() -> str:
+            running.append(key)
+            assert release.wait(10)
+            return "new"
+
+        return compute
+
+    with override_settings(STOREOPS_REFRESH_THREADS=2):
+        try:
+            for key in keys:
+                found = caching.get_or_compute(key, blocked(key), 60, 600, namespaces=("orders",))
+                assert (found.value, found.stale) == ("old", True)
+            time.sleep(0.2)
+            assert sorted(running) == keys[:2]  # two threads: two refreshes, three skipped
+            assert caching.counters(keys[2])["refresh-skipped"] == 1
+        finally:
+            release.set()
+            assert caching.drain_refreshes(5)
+        values = [
+            caching.get_or_compute(key, blocked(key), 60, 600, namespaces=("orders",)).value
+            for key in keys
+        ]
+        assert values == ["new", "new", "old", "old", "old"]  # the next request retries
+        assert caching.drain_refreshes(5)
+    assert sorted(running) == keys
+
+
+def test_a_refresh_runs_outside_the_requests_context() -> None:
+    from store import querylog, routing
+
+    caching.get_or_compute("t:context", lambda: "old", 0.01, 60, beta=0)
+    time.sleep(0.05)
+    seen: dict[str, object] = {}
+
+    def compute() -> str:
+        seen["panel"] = querylog.current_panel()
+        seen["pinned"] = routing.pinned_to_primary.get()
+        return "new"
+
+    token = routing.pinned_to_primary.set(True)
+    try:
+        with querylog.capture("some-panel"):
+            served = caching.get_or_compute("t:context", compute, 60, 60, beta=0)
+    finally:
+        routing.pinned_to_primary.reset(token)
+    assert caching.drain_refreshes(5)
+    assert served.value == "old"  # expired by time, not by a write: served stale
+    assert seen == {"panel": None, "pinned": False}
+
+
+def test_a_caller_that_must_read_its_own_writes_is_not_served_pre_write_data() -> None:
+    from store import routing
+
+    _seed_then_bump("t:own", "before the write")
+    with routing.use_primary():
+        found = caching.get_or_compute(
+            "t:own", lambda: "after the write", 60, 600, namespaces=("orders",)
+        )
+    assert (found.value, found.hit, found.stale) == ("after the write", False, False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_refresh_keeps_the_stale_value_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.db import DatabaseError, connection
+
+    _seed_then_bump("t:fails", "v1")
+    used: list[object] = []
+
+    def broken_query() -> str:
+        used.append(connections["default"])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")  # a real database error
+        return "never"
+
+    with caplog.at_level(logging.WARNING, logger="store.caching"):
+        for _ in range(3):
+            found = caching.get_or_compute("t:fails", broken_query, 60, 600, namespaces=("orders",))
+            assert (found.value, found.stale) == ("v1", True)
+            assert caching.drain_refreshes(5)
+    assert len(used) == 3  # each request retried once the previous refresh had failed
+    errors = [r for r in caplog.records if "background refresh" in r.getMessage()]
+    assert len(errors) == 1  # once per key and failure, not once per request
+    assert "goc:t:fails" in errors[0].getMessage()
+    assert errors[0].exc_info is not None
+    assert issubclass(errors[0].exc_info[0], DatabaseError)
+    # The refresh threads close their database connections when done.
+    assert all(wrapper.connection is None for wrapper in used)
+    assert all(wrapper is not connections["default"] for wrapper in used)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="store.caching"):
+        caching.get_or_compute("t:fails", lambda: "v2", 60, 600, namespaces=("orders",))
+        assert caching.drain_refreshes(5)
+    assert (
+        caching.get_or_compute("t:fails", broken_query, 60, 600, namespaces=("orders",)).value
         == "v2"
     )
+    assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+def test_inside_a_transaction_the_refresh_runs_in_the_callers_thread(db: None) -> None:
+    # Another thread's connection would not see this transaction's writes.
+    _seed_then_bump("t:atomic", "v1")
+    threads: list[str] = []
+
+    def compute() -> str:
+        threads.append(threading.current_thread().name)
+        return "v2"
+
+    found = caching.get_or_compute("t:atomic", compute, 60, 600, namespaces=("orders",))
+    assert (found.value, found.hit) == ("v2", False)
+    assert threads == [threading.current_thread().name]
+
+
+def test_lock_lifetime_follows_the_compute_time_within_floor_and_cap() -> None:
+    assert caching.lock_timeout(None) == caching.LOCK_FLOOR_SECONDS
+    assert caching.lock_timeout(0.05) == caching.LOCK_FLOOR_SECONDS
+    assert caching.lock_timeout(4.0) == 4.0 * caching.LOCK_FACTOR
+    assert caching.lock_timeout(3600.0) == caching.LOCK_CAP_SECONDS
+
+
+def test_a_long_compute_keeps_its_lock_past_its_lifetime(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A short floor so that the test outlives it quickly; renewal does the rest.
+    monkeypatch.setattr(caching, "LOCK_FLOOR_SECONDS", 0.3)
+    started, release = threading.Event(), threading.Event()
+
+    def long_compute() -> str:
+        started.set()
+        assert release.wait(10)
+        return "done"
+
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        future = worker.submit(caching.get_or_compute, "t:long", long_compute, 60, 60)
+        assert started.wait(5)
+        time.sleep(1.0)  # more than three lifetimes
+        assert caching._lock_acquire("goc:t:long", timeout=5) is None
+        release.set()
+        assert future.result(5).value == "done"
+    again = caching._lock_acquire("goc:t:long", timeout=5)
+    assert again is not None  # released with the work
+    again()
 
 
 @pytest.mark.django_db(transaction=True)
