@@ -308,6 +308,12 @@ class PanelRun:
         return "fragment miss, data hit" if result.computed.hit else "miss"
 
     @property
+    def refreshing(self) -> bool:
+        """Stale data was served and a refresh runs: the page asks again in a second,
+        so a write reaches every viewer within about two seconds, not a poll later."""
+        return self.evaluated and self.result.computed is not None and self.result.computed.stale
+
+    @property
     def counters(self) -> dict[str, int]:
         return caching.counters(self.name)
 

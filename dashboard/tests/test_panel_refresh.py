@@ -47,7 +47,7 @@ def test_another_users_write_shows_stale_data_at_once_then_the_refresh(
     assert "Big saw" not in first
     # Someone else's write (not through this client: the viewer is not pinned).
     Product.objects.filter(pk=store_rows["plenty"].pk).update(stock=0)
-    caching.bump_now("stock")
+    caching.bump_now("stock", "lowstock")
     with (
         override_settings(STOREOPS_SLOW_QUERY_MS=0),
         caplog.at_level(logging.WARNING, logger="store.querylog"),
@@ -56,6 +56,8 @@ def test_another_users_write_shows_stale_data_at_once_then_the_refresh(
         assert caching.drain_refreshes(10)
     assert "Big saw" not in stale
     assert _cache_state(stale) == "stale data (refreshing)"
+    # ...and asks for the refreshed data in a second, not a whole poll later.
+    assert 'data-testid="repoll"' in stale
     # The refresh's SQL is tagged with its panel, from a refresh thread.
     tagged = [r for r in caplog.records if "slow query panel=low-stock" in r.getMessage()]
     assert tagged
@@ -64,6 +66,7 @@ def test_another_users_write_shows_stale_data_at_once_then_the_refresh(
     fresh = _low_stock(viewer_client)
     assert "Big saw" in fresh
     assert _cache_state(fresh) == "fragment miss, data hit"
+    assert 'data-testid="repoll"' not in fresh
 
 
 def test_the_writer_sees_its_own_write_at_once(
