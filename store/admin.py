@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, QueryDict
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 
+from store.exceptions import VersionConflict
 from store.models import (
     Category,
     CustomerEvent,
@@ -39,6 +41,20 @@ class CategoryAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
 
+class ProductAdminForm(forms.ModelForm):
+    # The version this form was rendered with; the service refuses a stale one.
+    seen_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+
+    class Meta:
+        model = Product
+        fields = "__all__"  # noqa: DJ007  (the admin's readonly_fields still apply)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["seen_version"].initial = self.instance.version
+
+
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     list_display = ["name", "sku", "shop", "category", "price", "stock", "rating", "is_public"]
@@ -50,9 +66,29 @@ class ProductAdmin(admin.ModelAdmin):
     readonly_fields = ["initial_stock", "stock", "version", "created_at", "updated_at"]
     show_full_result_count = False
 
-    # Through the catalog service, so the rollups the panels read follow every edit.
+    form = ProductAdminForm
+
+    # Through the catalog service, so the rollups the panels read follow every edit,
+    # a price change leaves its event, and an edit opened before someone else's
+    # write is refused instead of writing the old values back.
     def save_model(self, request: HttpRequest, obj: Product, form: Any, change: bool) -> None:
-        product_save(product=obj)
+        expected = form.cleaned_data.get("seen_version") if change else None
+        product_save(product=obj, actor=request.user, expected_version=expected)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except VersionConflict as exc:
+            self.message_user(
+                request, f"Not saved. {exc} Review it and save again.", messages.ERROR
+            )
+            return HttpResponseRedirect(request.path)
 
     def delete_model(self, request: HttpRequest, obj: Product) -> None:
         product_delete(product=obj)

@@ -81,3 +81,50 @@ def test_sharded_rows_are_listed_per_shard(superuser_client: Client) -> None:
     page = superuser_client.get(change, {"_changelist_filters": f"shard={alias}"})
     assert page.status_code == 200
     assert b"Grace Hopper" in page.content
+
+
+def _product_form(product, **changes) -> dict:
+    data = {
+        "shop": product.shop_id,
+        "category": product.category_id,
+        "name": product.name,
+        "sku": product.sku,
+        "price": product.price,
+        "rating": product.rating,
+        "is_public": "on" if product.is_public else "",
+        "seen_version": product.version,
+    }
+    return data | changes
+
+
+def test_an_admin_price_edit_opened_before_another_write_is_refused(
+    superuser_client: Client, superuser
+) -> None:
+    from store.models import OutboxEvent, Product
+    from store.selectors.rollups import rollup_differences
+    from store.services.stock import stock_set_optimistic
+
+    product = factories.product(shop=factories.shop(), category=factories.category(), price=1000)
+    url = reverse("admin:store_product_change", args=[product.pk])
+    assert superuser_client.get(url).status_code == 200
+    opened = _product_form(product, price=1200)  # the admin's form, as rendered now
+    # Meanwhile an operator changes the price through the console.
+    stock_set_optimistic(
+        product=product.pk,
+        expected_version=product.version,
+        new_stock=product.stock,
+        new_price=1500,
+        actor=superuser,
+    )
+    response = superuser_client.post(url, opened, follow=True)
+    assert "Not saved. Changed by someone else" in response.content.decode()
+    assert Product.objects.get(pk=product.pk).price == 1500  # not written back
+    # A fresh form saves, through the service: an event, and the rollups follow.
+    fresh = Product.objects.get(pk=product.pk)
+    response = superuser_client.post(url, _product_form(fresh, price=1800))
+    assert response.status_code == 302
+    assert Product.objects.get(pk=product.pk).price == 1800
+    assert OutboxEvent.objects.filter(
+        topic="price.changed", payload__price_after=1800, payload__reason="admin"
+    ).exists()
+    assert rollup_differences() == []
