@@ -135,6 +135,7 @@ class CircuitBreaker:
     def __init__(self, name: str) -> None:
         self.name = name
         self.openings = 0
+        self.last_opened_at: datetime | None = None  # wall clock, for the health view
         self.generation = 0  # bumped at every recovery
         self._open = False
         self._open_until = 0.0
@@ -190,6 +191,7 @@ class CircuitBreaker:
             self._open = True
             self._open_until = now + self.cooldown
             self.openings += 1
+            self.last_opened_at = timezone.now()
         logger.warning(
             "cache %s unavailable (%s: %s): circuit open for %.0f s, serving from the database",
             self.name,

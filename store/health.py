@@ -616,6 +616,7 @@ class ShardHealthOverview:
     thresholds: list[ThresholdRow]
     top_customers: Any  # CrossShard[list[TopCustomer]]
     events_last_hour: Any  # CrossShard[dict[str, int]]
+    cache: Any = None  # store.cache_health.CacheProbe
 
     @property
     def partial_shards(self) -> dict[str, str]:
@@ -664,6 +665,8 @@ def shard_health_overview() -> ShardHealthOverview:
         for key, (warn, crit) in thresholds().items()
         for label, fmt in [_THRESHOLD_LABELS[key]]
     ]
+    from store.cache_health import probe_cache
+
     snapshot = health_snapshot()
     top_customers, events = _customer_figures(snapshot)
     return ShardHealthOverview(
@@ -671,4 +674,5 @@ def shard_health_overview() -> ShardHealthOverview:
         thresholds=rows,
         top_customers=top_customers,
         events_last_hour=events,
+        cache=probe_cache(),
     )

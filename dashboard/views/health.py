@@ -8,6 +8,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from dashboard.http import HtmxHttpRequest
+from store.cache_health import probe_cache
 from store.health import health_snapshot
 
 
@@ -15,14 +16,25 @@ from store.health import health_snapshot
 @never_cache
 @require_GET
 def readyz(request: HtmxHttpRequest) -> JsonResponse:
-    """200 while the primary answers (replicas or shards may be degraded), else 503.
+    """200 while the primary answers (replicas, shards or Redis may be degraded), else 503.
 
     Load balancers poll this: it shares the panel's cached probes, so polling never
     adds load beyond one probe round per cache interval.
     """
     snapshot = health_snapshot()
+    cache = probe_cache()
+    status = snapshot.status
+    if status == "ok" and cache.status != "ok":
+        status = "degraded"  # the console works without Redis, only slower
     body = {
-        "status": snapshot.status,
+        "status": status,
+        "cache": {
+            "backend": cache.backend,
+            "status": cache.status,
+            "reachable": cache.reachable,
+            "latency_ms": cache.latency_ms,
+            "breaker_open": cache.breaker_open,
+        },
         "checked_at": snapshot.taken_at,
         "databases": {
             probe.alias: {
