@@ -67,6 +67,21 @@ def test_viewer_gets_403_on_every_action(viewer_client: Client, product, url_nam
     assert _stock(product) == 10
 
 
+def test_a_refusal_names_the_missing_permission(viewer_client: Client, product) -> None:
+    url = _adjust_url(product)
+    page = viewer_client.get(url)
+    assert page.status_code == 403
+    assert b"<html" in page.content  # inside the console's layout
+    assert b"store.adjust_stock" in page.content
+    # For htmx: a form-sized message, swapped where the request came from.
+    fragment = viewer_client.post(url, {"delta": "1", "idempotency_key": "abcdefgh1"}, **HX)
+    assert fragment.status_code == 403
+    assert b"<html" not in fragment.content
+    assert b'role="alert"' in fragment.content
+    assert b"store.adjust_stock" in fragment.content
+    assert "HX-Request" in fragment["Vary"]
+
+
 def test_prices_and_requeue_need_more_than_operator(operator_client: Client) -> None:
     assert operator_client.get(reverse("store-price-change")).status_code == 403
     url = reverse("store-outbox-requeue", args=["00000000-0000-0000-0000-000000000001"])

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
 from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
@@ -23,6 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import trigger_client_event
 
+from dashboard.access import permission_required
 from dashboard.action_forms import (
     AdjustForm,
     CancelForm,
@@ -145,7 +145,7 @@ def _form_error(
 
 # Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
-@permission_required("store.adjust_stock", raise_exception=True)
+@permission_required("store.adjust_stock")
 @never_cache
 @vary_on_headers("HX-Request")
 def product_adjust(request: HtmxHttpRequest, pk: int) -> HttpResponse:
@@ -204,7 +204,7 @@ def _price_lock(form: EditForm, can_price: bool) -> EditForm:
 
 # Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
-@permission_required("store.adjust_stock", raise_exception=True)
+@permission_required("store.adjust_stock")
 @never_cache
 @vary_on_headers("HX-Request")
 def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
@@ -272,7 +272,7 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 # Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
-@permission_required("store.mark_order_paid", raise_exception=True)
+@permission_required("store.mark_order_paid")
 @never_cache
 @vary_on_headers("HX-Request")
 def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
@@ -317,7 +317,7 @@ def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 # Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
-@permission_required("store.cancel_order", raise_exception=True)
+@permission_required("store.cancel_order")
 @never_cache
 @vary_on_headers("HX-Request")
 def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
@@ -368,7 +368,7 @@ def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 # Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
-@permission_required("store.change_price", raise_exception=True)
+@permission_required("store.change_price")
 @never_cache
 @vary_on_headers("HX-Request")
 def prices_change(request: HtmxHttpRequest) -> HttpResponse:
@@ -416,7 +416,7 @@ def prices_change(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @require_POST
-@permission_required("store.change_outboxevent", raise_exception=True)
+@permission_required("store.change_outboxevent")
 def outbox_event_requeue(request: HtmxHttpRequest, pk: str) -> HttpResponse:
     form = RequeueForm({"event": pk})
     if not form.is_valid():

@@ -9,7 +9,10 @@ document.addEventListener("visibilitychange", () => {
 // A panel whose request fails (server error, network down) keeps its last content
 // and says so; the next successful refresh replaces the whole panel, box included.
 function panelFailed(event) {
-  const panel = event.detail.elt && event.detail.elt.closest("[data-panel]");
+  const elt = event.detail.elt;
+  // An action button inside a panel reports its own failure (actionFailed below).
+  if (elt && elt.closest && elt.closest(".action-form, [data-opens-action]")) return;
+  const panel = elt && elt.closest && elt.closest("[data-panel]");
   if (!panel || panel.querySelector(":scope > .panel-request-error")) return;
   const box = document.createElement("div");
   box.className = "alert alert-danger py-1 small panel-request-error";
@@ -22,3 +25,30 @@ function panelFailed(event) {
 }
 document.addEventListener("htmx:responseError", panelFailed);
 document.addEventListener("htmx:sendError", panelFailed);
+
+// An action form whose request gets no usable answer (a 5xx, or no connection)
+// is left as typed, idempotency key included, and says so inside the form: the
+// retry sends the same key, so the server applies the action at most once.
+// Refusals (403/409/422) are not handled here: htmx swaps their form-sized
+// answers in (responseHandling in base.html).
+function actionFailed(event) {
+  const elt = event.detail.elt;
+  const box = elt && elt.closest && elt.closest(".action-form");
+  if (!box) return false;
+  const form = box.querySelector("form") || box;
+  let note = form.querySelector(":scope > [data-request-error]");
+  if (!note) {
+    note = document.createElement("div");
+    note.className = "alert alert-danger py-1 px-2 small mb-2";
+    note.setAttribute("role", "alert");
+    note.dataset.requestError = "";
+    form.prepend(note);
+  }
+  const status = event.detail.xhr && event.detail.xhr.status;
+  note.textContent = status
+    ? `The server could not complete this (HTTP ${status}). What you typed is kept: submit again to retry; it is applied at most once.`
+    : "No answer from the server (the connection failed). What you typed is kept: submit again to retry; it is applied at most once.";
+  return true;
+}
+document.addEventListener("htmx:responseError", actionFailed);
+document.addEventListener("htmx:sendError", actionFailed);
