@@ -147,13 +147,16 @@ def _td(css_class: str) -> str:
     return f'<td class="{css_class}">' if css_class else "<td>"
 
 
-def _action_link(url: str, label: str) -> SafeString:
-    # The form comes uncached from the action's own view, into the action slot.
+def _action_link(url: str, label: str, subject: str) -> SafeString:
+    # The form comes uncached from the action's own view, into the action dialog
+    # that opens over the row; the accessible name says which row ("Adjust Lamp 7").
     return format_html(
         '<a class="btn btn-outline-primary btn-sm" href="{0}" hx-get="{0}" '
-        'hx-target="#row-action" hx-swap="innerHTML" hx-push-url="false">{1}</a>',
+        'hx-target="#action-dialog-body" hx-swap="innerHTML" hx-push-url="false" '
+        'data-opens-action>{1}<span class="visually-hidden"> {2}</span></a>',
         url,
         label,
+        subject,
     )
 
 
@@ -220,10 +223,10 @@ class ProductTable(_Base):
         links = []
         if self.actions.can_adjust:
             url = reverse("store-product-adjust", args=[record.pk])
-            links.append(_action_link(url, "Adjust"))
+            links.append(_action_link(url, "Adjust", record.name))
         if self.actions.can_edit:
             url = reverse("store-product-edit", args=[record.pk])
-            links.append(_action_link(url, "Edit"))
+            links.append(_action_link(url, "Edit", record.name))
         return format_html_join(" ", "{}", ((link,) for link in links))
 
 
@@ -251,9 +254,11 @@ class OrderTable(_Base):
             return SafeString("")
         links = []
         if self.actions.can_pay and not record.paid:
-            links.append(_action_link(reverse("store-order-pay", args=[record.pk]), "Mark paid"))
+            url = reverse("store-order-pay", args=[record.pk])
+            links.append(_action_link(url, "Mark paid", f"order #{record.pk}"))
         if self.actions.can_cancel:
-            links.append(_action_link(reverse("store-order-cancel", args=[record.pk]), "Cancel"))
+            url = reverse("store-order-cancel", args=[record.pk])
+            links.append(_action_link(url, "Cancel", f"order #{record.pk}"))
         return format_html_join(" ", "{}", ((link,) for link in links))
 
 

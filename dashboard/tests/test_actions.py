@@ -18,6 +18,7 @@ from store.exceptions import IdempotencyMismatch
 from store.models import OutboxEvent, Product, StockMovement
 from store.services.orders import order_cancel, order_place
 from store.services.outbox import PublishError, outbox_enqueue, outbox_relay_once
+from store.services.stock import stock_adjust
 from store.tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -112,6 +113,24 @@ def test_csrf_is_enforced(operator: User, product) -> None:
 
 
 # --- adjust -------------------------------------------------------------------
+
+
+def test_adjust_form_shows_stock_threshold_and_the_last_five_movements(
+    operator_client: Client, operator: User, product, django_assert_max_num_queries
+) -> None:
+    url = _adjust_url(product)
+    with django_assert_max_num_queries(8) as empty:
+        html = operator_client.get(url, **HX).content.decode()
+    assert "No movements yet" in html
+    for n in range(7):
+        stock_adjust(product=product.pk, delta=1, actor=operator, reason=f"count {n}")
+    # The ledger lines cost one query however many there are.
+    with django_assert_max_num_queries(len(empty)):
+        html = operator_client.get(url, **HX).content.decode()
+    assert 'data-testid="current-stock">17<' in html
+    assert 'data-testid="low-stock-threshold">5<' in html
+    assert [f"count {n}" in html for n in range(7)] == [False, False] + [True] * 5
+    assert html.index("count 6") < html.index("count 2")  # newest first
 
 
 def test_plain_post_redirects_303_and_a_reload_does_not_apply_again(
@@ -346,7 +365,7 @@ def test_unknown_order_is_404(operator_client: Client) -> None:
 def test_order_forms_show_the_stored_total(operator_client: Client, product, url_name) -> None:
     order = factories.order(shop=product.shop, lines=[(product, 3)])  # 3 x 1,000 cents
     body = operator_client.get(reverse(url_name, args=[order.pk]), **HX).content.decode()
-    assert "total 3,000 cents" in body
+    assert "total 30.00" in body  # currency units, like every other money figure
 
 
 def test_paying_a_cancelled_order_is_409(operator_client: Client, operator, product) -> None:

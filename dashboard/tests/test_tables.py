@@ -175,10 +175,12 @@ def test_row_actions_follow_permissions(
     html = operator_client.get("/products/").content.decode()
     assert html.count(">Adjust<") == 5
     assert html.count(">Edit<") == 5
-    hammer = catalog["hammer"].pk
-    # The action's own view serves its form (fresh idempotency key) into the slot.
-    assert f'hx-get="/products/{hammer}/adjust/"' in html
-    assert 'hx-target="#row-action"' in html
+    hammer = catalog["hammer"]
+    # The action's own view serves its form (fresh idempotency key) into the dialog.
+    assert f'hx-get="/products/{hammer.pk}/adjust/"' in html
+    assert 'hx-target="#action-dialog-body"' in html
+    # Each button names its row for a screen reader: "Adjust Hammer".
+    assert f'Adjust<span class="visually-hidden"> {hammer.name}</span>' in html
 
 
 def test_price_changes_are_offered_only_with_their_permission(

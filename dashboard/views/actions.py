@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.functional import SimpleLazyObject
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -44,6 +46,7 @@ from store.exceptions import (
 )
 from store.models import Order, OutboxEvent, Product
 from store.selectors.prices import price_change_preview
+from store.selectors.stock import recent_movements
 from store.services import orders as order_services
 from store.services.idempotency import StoredResponse, idempotency_run, request_fingerprint
 from store.services.outbox import outbox_requeue
@@ -150,7 +153,14 @@ def _form_error(
 @vary_on_headers("HX-Request")
 def product_adjust(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     product = get_object_or_404(Product, pk=pk)
-    context: dict[str, Any] = {"product": product, "title": f"Adjust stock: {product.name}"}
+    # What the operator decides on: stock, the threshold and the last movements.
+    context: dict[str, Any] = {
+        "product": product,
+        "title": f"Adjust stock: {product.name}",
+        "low_stock_threshold": settings.STOREOPS_LOW_STOCK_THRESHOLD,
+        # Read only when a form renders (not on the success path, before the write).
+        "movements": SimpleLazyObject(lambda: recent_movements(product_id=product.pk)),
+    }
     if request.method == "GET":
         return _page(request, "adjust-form", {**context, "form": AdjustForm.fresh()})
     form = AdjustForm(request.POST)
