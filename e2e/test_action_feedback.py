@@ -157,3 +157,20 @@ def test_a_server_error_says_so_plainly(page: Page, live_server, operator, lamp)
     expect(form.get_by_role("alert").filter(has_text="HTTP 502")).to_be_visible()
     expect(form.get_by_label("Change")).to_have_value("1")
     expect(page.get_by_text("Bad Gateway")).to_have_count(0)
+
+
+def test_a_cancelled_and_refunded_order_shows_refunded(
+    page: Page, live_server, operator, lamp
+) -> None:
+    order = order_place(user=operator, shop=lamp.shop, lines=[(lamp.pk, 1)])
+    payment_process(order=order.pk, amount=order.total, idempotency_key="paid-e2e-2", actor=None)
+    _sign_in(page, live_server, operator)
+    page.goto(f"{live_server.url}/orders/")
+    row = page.locator(f'tr[data-row-id="{order.pk}"]')
+    expect(row.locator("[data-status]")).to_have_text("paid")
+    row.get_by_role("link", name="Cancel").click()
+    form = page.locator('[data-action="cancel"]')
+    form.get_by_label("The payment has been refunded").check()
+    form.get_by_role("button", name="Cancel order and restock").click()
+    # order-cancelled re-read the table: the row tells the truth now.
+    expect(row.locator("[data-status]")).to_have_text("refunded")
