@@ -259,7 +259,7 @@ def test_edit_saves_at_the_version_it_was_opened_with(superuser_client, product)
     form = superuser_client.get(url, **HX).content
     data = {
         "stock": "4",
-        "price": "1999",
+        "price": "19.99",  # currency units; stored as cents
         "version": _field(form, "version"),
         "idempotency_key": _field(form, "idempotency_key"),
     }
@@ -272,13 +272,30 @@ def test_edit_saves_at_the_version_it_was_opened_with(superuser_client, product)
     assert product.stock == product.initial_stock + total
 
 
+def test_edit_form_shows_and_takes_the_price_in_currency_units(superuser_client, product) -> None:
+    url = reverse("store-product-edit", args=[product.pk])
+    form = superuser_client.get(url, **HX).content.decode()
+    assert re.search(r'name="price" value="10.00"', form)
+    assert "cents" not in form
+    data = {
+        "stock": "10",
+        "price": "1234.5",
+        "version": _field(form.encode(), "version"),
+        "idempotency_key": _field(form.encode(), "idempotency_key"),
+    }
+    response = superuser_client.post(url, data, **HX)
+    assert "price 1,234.50 saved" in response.content.decode()
+    product.refresh_from_db()
+    assert product.price == 123450
+
+
 def test_operator_edits_stock_but_not_price(operator_client, product) -> None:
     url = reverse("store-product-edit", args=[product.pk])
     form = operator_client.get(url, **HX).content
     assert re.search(r'name="price"[^>]*readonly', form.decode())
     data = {
         "stock": "4",
-        "price": "1",
+        "price": "0.01",
         "version": _field(form, "version"),
         "idempotency_key": _field(form, "idempotency_key"),
     }
@@ -287,7 +304,7 @@ def test_operator_edits_stock_but_not_price(operator_client, product) -> None:
     assert "needs the price permission" in refused.content.decode()
     product.refresh_from_db()
     assert (product.stock, product.price, product.version) == (10, 1000, 1)
-    data |= {"price": "1000", "idempotency_key": _field(refused.content, "idempotency_key")}
+    data |= {"price": "10.00", "idempotency_key": _field(refused.content, "idempotency_key")}
     assert operator_client.post(url, data, **HX).status_code == 200
     product.refresh_from_db()
     assert (product.stock, product.price) == (4, 1000)
@@ -300,14 +317,14 @@ def test_edit_on_a_stale_version_shows_the_new_numbers(operator_client, product)
     operator_client.post(adjust, {"delta": "7", "idempotency_key": _key(operator_client, adjust)})
     data = {
         "stock": "1",
-        "price": "1000",
+        "price": "10.00",
         "version": _field(form, "version"),
         "idempotency_key": _field(form, "idempotency_key"),
     }
     response = operator_client.post(url, data, **HX)
     assert response.status_code == 409
     body = response.content.decode()
-    assert "Changed by someone else since you opened it: now stock 17, price 1000." in body
+    assert "Changed by someone else since you opened it: now stock 17, price 10.00." in body
     assert _field(response.content, "version") == "2"
     assert _stock(product) == 17
 
@@ -316,7 +333,10 @@ def test_edit_on_a_stale_version_shows_the_new_numbers(operator_client, product)
     ("field", "value", "message"),
     [
         ("stock", "-1", "greater than or equal to 0"),
-        ("price", "abc", "Enter a whole number."),
+        ("price", "abc", "Enter a number."),
+        ("price", "12.345", "no more than 2 decimal places"),
+        ("price", "-0.01", "greater than or equal to 0"),
+        ("price", "21474836.48", "less than or equal to 21474836.47"),
         ("stock", "99999999999", "less than or equal to 2147483647"),
         ("version", "", "This field is required."),
     ],
@@ -326,7 +346,7 @@ def test_edit_rejects_bad_input_with_422(operator_client, product, field, value,
     form = operator_client.get(url, **HX).content
     data = {
         "stock": "4",
-        "price": "100",
+        "price": "1.00",
         "version": _field(form, "version"),
         "idempotency_key": _field(form, "idempotency_key"),
         field: value,

@@ -34,6 +34,7 @@ from dashboard.action_forms import (
     PriceChangeForm,
     RequeueForm,
 )
+from dashboard.formatting import format_money
 from dashboard.http import HtmxHttpRequest
 from store.exceptions import (
     ConcurrencyFailure,
@@ -250,7 +251,9 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             request,
             partial="edit-result",
             context={"product": updated},
-            message=f"{updated.name}: stock {updated.stock}, price {updated.price} saved.",
+            message=(
+                f"{updated.name}: stock {updated.stock}, price {format_money(updated.price)} saved."
+            ),
             location=reverse("store-product-edit", args=[product.pk]),
         )
 
