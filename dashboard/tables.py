@@ -340,4 +340,8 @@ class LedgerTable(_Base):
         model = StockMovement
         fields = ()
         attrs = TABLE_ATTRS | {"data-table": "ledger"}
-        empty_text = "No stock movements match these filters."
+        empty_text = (
+            "No stock movements match these filters. Movements come from stock adjustments, "
+            "edits, orders placed and orders cancelled; the seeded stock is the starting "
+            "point, so a fresh demo has none until someone acts."
+        )

@@ -56,6 +56,9 @@ def test_the_adjust_form_opens_at_the_click_takes_focus_and_closes_on_esc(
     )
     button.scroll_into_view_if_needed()
     _inside_viewport(page, button)
+    # Severity badges stay readable (they were 10.5 px inside the small table).
+    badge = page.locator('[data-panel="low-stock"] tbody .badge').first
+    assert badge.evaluate("e => parseFloat(getComputedStyle(e).fontSize)") >= 11
     button.click()
     dialog = page.get_by_role("dialog", name="Adjust stock: Vintage Skillet 97")
     expect(dialog).to_be_visible()
