@@ -29,7 +29,7 @@ def test_a_refused_page_is_styled_and_says_why(outsider_client: Client) -> None:
     assert response.status_code == 403
     html = response.content.decode()
     assert '<nav class="navbar' in html  # inside the console's layout
-    assert "not allowed" in html
+    assert "store.view_dashboard" in html  # what to ask an administrator for
 
 
 def test_the_empty_ledger_says_where_movements_come_from(viewer_client: Client) -> None:
