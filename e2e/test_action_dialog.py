@@ -119,3 +119,18 @@ def test_success_closes_the_form_and_shows_a_toast(
     expect(panel.get_by_role("row").filter(has_text="Vintage Skillet 97")).to_have_count(0)
     skillet.refresh_from_db()
     assert skillet.stock == 14
+
+
+def test_the_changed_row_is_highlighted_after_the_table_refreshes(
+    page: Page, live_server, operator, skillet
+) -> None:
+    _sign_in(page, live_server, operator)
+    page.goto(f"{live_server.url}/products/")
+    page.get_by_role("link", name="Adjust Vintage Skillet 97", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Change").fill("2")
+    dialog.get_by_role("button", name="Apply adjustment").click()
+    row = page.locator(f'[data-table="products"] tr[data-row-id="{skillet.pk}"]')
+    # The refreshed row shows the new stock and is marked for a moment.
+    expect(row.get_by_role("link", name="6 units")).to_be_visible()
+    expect(row).to_have_class("row-changed")

@@ -90,6 +90,18 @@ function showToast(text, kind) {
   setTimeout(() => toast.remove(), 10000);
 }
 
+// The rows an action changed, highlighted for a moment as the refreshes land.
+let changed = null;
+function highlightChanged() {
+  if (!changed) return;
+  if (Date.now() > changed.until) {
+    changed = null;
+    return;
+  }
+  document.querySelectorAll(changed.selector).forEach((row) => row.classList.add("row-changed"));
+}
+document.addEventListener("htmx:afterSettle", highlightChanged);
+
 function settleActionDialog() {
   const dialog = document.querySelector("[data-action-dialog]");
   if (!dialog) return;
@@ -98,6 +110,7 @@ function settleActionDialog() {
   if (result) {
     const message = result.querySelector('[role="status"]');
     showToast(message && message.textContent.trim(), "success");
+    if (result.dataset.changed) changed = { selector: result.dataset.changed, until: Date.now() + 4000 };
     dialog.close();
     return;
   }
