@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
 
 NOT_ALLOWED = "Your account is not allowed to do this; ask an administrator for access."
 
@@ -14,5 +15,5 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     htmx = request.headers.get("HX-Request") == "true"
     template = "dashboard/errors.html#forbidden" if htmx else "dashboard/errors.html"
     response = render(request, template, {"message": message, "title": "Not allowed"}, status=403)
-    response["Vary"] = "HX-Request"
+    patch_vary_headers(response, ["HX-Request"])
     return response
