@@ -245,7 +245,8 @@ STOREOPS_DEMO_PASSWORD = env_str("STOREOPS_DEMO_PASSWORD")
 # --- Auth, sessions, messages ----------------------------------------------
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard-index"
-LOGOUT_REDIRECT_URL = "login"
+# None: LogoutView says "You have been logged out" (registration/logged_out.html).
+LOGOUT_REDIRECT_URL = None
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

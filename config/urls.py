@@ -8,3 +8,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("dashboard.urls")),
 ]
+
+# Refusals render inside the console's layout (or as a fragment for htmx).
+handler403 = "dashboard.views.errors.permission_denied"

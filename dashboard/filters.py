@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from store.models import Category, Order, Product, Shop, StockMovement
-from store.selectors.catalog import product_search
+from store.selectors.catalog import ORDER_STATES, order_state_filter, product_search
 
 EXPORT_FORMATS = ("csv", "json", "xlsx")
 PER_PAGE_CHOICES = (25, 50, 100)
@@ -131,6 +131,21 @@ class ProductFilter(_TableFilterSet):
 
 
 class OrderFilter(_TableFilterSet):
+    id = django_filters.NumberFilter(
+        field_name="pk",
+        label="Order #",
+        min_value=1,
+        max_value=2**63 - 1,
+        decimal_places=0,
+        widget=forms.NumberInput(attrs={"min": "1", "class": "form-control"}),
+    )
+    status = django_filters.ChoiceFilter(
+        choices=[(state, state) for state in ORDER_STATES],
+        label="Status",
+        empty_label="any",
+        method="filter_status",
+        widget=forms.Select(attrs={"class": "form-select"}),
+    )
     paid = _yes_no("paid", "Paid")
     shop = _select(Shop.objects.only("name"), "Shop")
     created_from = _date_filter("Created from")
@@ -143,6 +158,10 @@ class OrderFilter(_TableFilterSet):
     class Meta:
         model = Order
         fields: list[str] = []
+
+    def filter_status(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
+        # On the stored columns, not the status annotation, so the indexes serve it.
+        return queryset.filter(order_state_filter(value))
 
 
 class LedgerFilter(_TableFilterSet):

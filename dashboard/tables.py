@@ -95,6 +95,62 @@ class StockColumn(NumberColumn):
         return str(value)
 
 
+class LedgerStockColumn(StockColumn):
+    """Stock on hand, linked to the product's movements in the stock ledger."""
+
+    def cell_html(self, value: Any, record: Any, table: Any) -> str:
+        return format_html(
+            '<a href="{}?product={}">{}<span class="visually-hidden"> units: movements of {}'
+            "</span></a>",
+            reverse("store-ledger-list"),
+            record.pk,
+            SafeString(super().cell_html(value, record, table)),
+            record.name,
+        )
+
+
+STATUS_BADGES = {
+    "open": "text-bg-primary",
+    "paid": "text-bg-success",
+    "cancelled": "text-bg-secondary",
+    "refunded": "text-bg-warning",
+}
+
+
+class StatusColumn(Column):
+    """An order's state (order_table_rows annotates it) as a badge."""
+
+    def cell_html(self, value: Any, record: Any, table: Any) -> str:
+        return format_html(
+            '<span class="badge {}" data-status="{}">{}</span>',
+            STATUS_BADGES.get(value, "text-bg-light"),
+            value,
+            value,
+        )
+
+
+class LinkedIdColumn(NumberColumn):
+    """An id linked to its page: ``url_name`` takes the id as its one argument."""
+
+    def __init__(self, kind: str = Kind.INT, *, url_name: str, **kw: Any) -> None:
+        super().__init__(kind, **kw)
+        self.url_name = url_name
+
+    def cell_html(self, value: Any, record: Any, table: Any) -> str:
+        if value is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse(self.url_name, args=[value]), value)
+
+
+class OrderLinkColumn(NumberColumn):
+    """A ledger line's order, linked to that order's row in the orders table."""
+
+    def cell_html(self, value: Any, record: Any, table: Any) -> str:
+        if value is None:
+            return "—"
+        return format_html('<a href="{}?id={}">#{}</a>', reverse("store-order-list"), value, value)
+
+
 class DeltaColumn(NumberColumn):
     def render(self, value: int) -> str:
         return f"{value:+d}"
@@ -147,13 +203,16 @@ def _td(css_class: str) -> str:
     return f'<td class="{css_class}">' if css_class else "<td>"
 
 
-def _action_link(url: str, label: str) -> SafeString:
-    # The form comes uncached from the action's own view, into the action slot.
+def _action_link(url: str, label: str, subject: str) -> SafeString:
+    # The form comes uncached from the action's own view, into the action dialog
+    # that opens over the row; the accessible name says which row ("Adjust Lamp 7").
     return format_html(
         '<a class="btn btn-outline-primary btn-sm" href="{0}" hx-get="{0}" '
-        'hx-target="#row-action" hx-swap="innerHTML" hx-push-url="false">{1}</a>',
+        'hx-target="#action-dialog-body" hx-swap="innerHTML" hx-push-url="false" '
+        'data-opens-action>{1}<span class="visually-hidden"> {2}</span></a>',
         url,
         label,
+        subject,
     )
 
 
@@ -201,7 +260,7 @@ class ProductTable(_Base):
     shop = Column(accessor="shop__name", verbose_name="Shop")
     category = Column(accessor="category__name", verbose_name="Category")
     price = MoneyColumn(Kind.MONEY, accessor="price", verbose_name="Price")
-    stock = StockColumn(Kind.INT, accessor="stock", verbose_name="Stock")
+    stock = LedgerStockColumn(Kind.INT, accessor="stock", verbose_name="Stock")
     rating = NumberColumn(Kind.DECIMAL, accessor="rating", verbose_name="Rating")
     public = BooleanColumn(Kind.BOOL, accessor="is_public", verbose_name="Public")
     created = DateTimeColumn(Kind.DATETIME, accessor="created_at", verbose_name="Created")
@@ -220,16 +279,20 @@ class ProductTable(_Base):
         links = []
         if self.actions.can_adjust:
             url = reverse("store-product-adjust", args=[record.pk])
-            links.append(_action_link(url, "Adjust"))
+            links.append(_action_link(url, "Adjust", record.name))
         if self.actions.can_edit:
             url = reverse("store-product-edit", args=[record.pk])
-            links.append(_action_link(url, "Edit"))
+            links.append(_action_link(url, "Edit", record.name))
         return format_html_join(" ", "{}", ((link,) for link in links))
 
 
 class OrderTable(_Base):
     id = NumberColumn(Kind.INT, accessor="pk", verbose_name="Order", order_by=("pk",))
-    user = NumberColumn(Kind.INT, accessor="customer_id", verbose_name="Customer")
+    # Not sortable: ordering by a computed state would read every order.
+    status = StatusColumn(accessor="status", verbose_name="Status", orderable=False)
+    user = LinkedIdColumn(
+        accessor="customer_id", verbose_name="Customer", url_name="store-customer-detail"
+    )
     shop = Column(accessor="shop__name", verbose_name="Shop")
     created = DateTimeColumn(Kind.DATETIME, accessor="created_at", verbose_name="Created")
     paid = BooleanColumn(Kind.BOOL, accessor="paid", verbose_name="Paid")
@@ -251,9 +314,11 @@ class OrderTable(_Base):
             return SafeString("")
         links = []
         if self.actions.can_pay and not record.paid:
-            links.append(_action_link(reverse("store-order-pay", args=[record.pk]), "Mark paid"))
+            url = reverse("store-order-pay", args=[record.pk])
+            links.append(_action_link(url, "Mark paid", f"order #{record.pk}"))
         if self.actions.can_cancel:
-            links.append(_action_link(reverse("store-order-cancel", args=[record.pk]), "Cancel"))
+            url = reverse("store-order-cancel", args=[record.pk])
+            links.append(_action_link(url, "Cancel", f"order #{record.pk}"))
         return format_html_join(" ", "{}", ((link,) for link in links))
 
 
@@ -265,6 +330,7 @@ class LedgerTable(_Base):
     before = NumberColumn(Kind.INT, accessor="stock_before", verbose_name="Before")
     after = NumberColumn(Kind.INT, accessor="stock_after", verbose_name="After")
     reason = Column(accessor="reason", verbose_name="Reason")
+    order = OrderLinkColumn(Kind.INT, accessor="order_id", verbose_name="Order")
     method = ChoiceColumn(
         accessor="method", verbose_name="Method", choices=StockMovement.Method.choices
     )
@@ -274,4 +340,8 @@ class LedgerTable(_Base):
         model = StockMovement
         fields = ()
         attrs = TABLE_ATTRS | {"data-table": "ledger"}
-        empty_text = "No stock movements match these filters."
+        empty_text = (
+            "No stock movements match these filters. Movements come from stock adjustments, "
+            "edits, orders placed and orders cancelled; the seeded stock is the starting "
+            "point, so a fresh demo has none until someone acts."
+        )

@@ -42,7 +42,10 @@ class VersionConflict(StoreError):
 
     def __init__(self, *, current: dict[str, Any]) -> None:
         self.current = current
-        super().__init__(self.MESSAGE.format(stock=current["stock"], price=current["price"]))
+        # The price in currency units, as the edit form takes it (cents are stored).
+        whole, part = divmod(int(current["price"]), 100)
+        price = f"{whole:,}.{part:02d}"
+        super().__init__(self.MESSAGE.format(stock=current["stock"], price=price))
 
 
 class IdempotencyMismatch(StoreError):

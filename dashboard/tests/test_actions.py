@@ -18,6 +18,7 @@ from store.exceptions import IdempotencyMismatch
 from store.models import OutboxEvent, Product, StockMovement
 from store.services.orders import order_cancel, order_place
 from store.services.outbox import PublishError, outbox_enqueue, outbox_relay_once
+from store.services.stock import stock_adjust
 from store.tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -67,6 +68,21 @@ def test_viewer_gets_403_on_every_action(viewer_client: Client, product, url_nam
     assert _stock(product) == 10
 
 
+def test_a_refusal_names_the_missing_permission(viewer_client: Client, product) -> None:
+    url = _adjust_url(product)
+    page = viewer_client.get(url)
+    assert page.status_code == 403
+    assert b"<html" in page.content  # inside the console's layout
+    assert b"store.adjust_stock" in page.content
+    # For htmx: a form-sized message, swapped where the request came from.
+    fragment = viewer_client.post(url, {"delta": "1", "idempotency_key": "abcdefgh1"}, **HX)
+    assert fragment.status_code == 403
+    assert b"<html" not in fragment.content
+    assert b'role="alert"' in fragment.content
+    assert b"store.adjust_stock" in fragment.content
+    assert "HX-Request" in fragment["Vary"]
+
+
 def test_prices_and_requeue_need_more_than_operator(operator_client: Client) -> None:
     assert operator_client.get(reverse("store-price-change")).status_code == 403
     url = reverse("store-outbox-requeue", args=["00000000-0000-0000-0000-000000000001"])
@@ -97,6 +113,24 @@ def test_csrf_is_enforced(operator: User, product) -> None:
 
 
 # --- adjust -------------------------------------------------------------------
+
+
+def test_adjust_form_shows_stock_threshold_and_the_last_five_movements(
+    operator_client: Client, operator: User, product, django_assert_max_num_queries
+) -> None:
+    url = _adjust_url(product)
+    with django_assert_max_num_queries(8) as empty:
+        html = operator_client.get(url, **HX).content.decode()
+    assert "No movements yet" in html
+    for n in range(7):
+        stock_adjust(product=product.pk, delta=1, actor=operator, reason=f"count {n}")
+    # The ledger lines cost one query however many there are.
+    with django_assert_max_num_queries(len(empty)):
+        html = operator_client.get(url, **HX).content.decode()
+    assert 'data-testid="current-stock">17<' in html
+    assert 'data-testid="low-stock-threshold">5<' in html
+    assert [f"count {n}" in html for n in range(7)] == [False, False] + [True] * 5
+    assert html.index("count 6") < html.index("count 2")  # newest first
 
 
 def test_plain_post_redirects_303_and_a_reload_does_not_apply_again(
@@ -226,7 +260,7 @@ def test_edit_saves_at_the_version_it_was_opened_with(superuser_client, product)
     form = superuser_client.get(url, **HX).content
     data = {
         "stock": "4",
-        "price": "1999",
+        "price": "19.99",  # currency units; stored as cents
         "version": _field(form, "version"),
         "idempotency_key": _field(form, "idempotency_key"),
     }
@@ -239,13 +273,30 @@ def test_edit_saves_at_the_version_it_was_opened_with(superuser_client, product)
     assert product.stock == product.initial_stock + total
 
 
+def test_edit_form_shows_and_takes_the_price_in_currency_units(superuser_client, product) -> None:
+    url = reverse("store-product-edit", args=[product.pk])
+    form = superuser_client.get(url, **HX).content.decode()
+    assert re.search(r'name="price" value="10.00"', form)
+    assert "cents" not in form
+    data = {
+        "stock": "10",
+        "price": "1234.5",
+        "version": _field(form.encode(), "version"),
+        "idempotency_key": _field(form.encode(), "idempotency_key"),
+    }
+    response = superuser_client.post(url, data, **HX)
+    assert "price 1,234.50 saved" in response.content.decode()
+    product.refresh_from_db()
+    assert product.price == 123450
+
+
 def test_operator_edits_stock_but_not_price(operator_client, product) -> None:
     url = reverse("store-product-edit", args=[product.pk])
     form = operator_client.get(url, **HX).content
     assert re.search(r'name="price"[^>]*readonly', form.decode())
     data = {
         "stock": "4",
-        "price": "1",
+        "price": "0.01",
         "version": _field(form, "version"),
         "idempotency_key": _field(form, "idempotency_key"),
     }
@@ -254,7 +305,7 @@ def test_operator_edits_stock_but_not_price(operator_client, product) -> None:
     assert "needs the price permission" in refused.content.decode()
     product.refresh_from_db()
     assert (product.stock, product.price, product.version) == (10, 1000, 1)
-    data |= {"price": "1000", "idempotency_key": _field(refused.content, "idempotency_key")}
+    data |= {"price": "10.00", "idempotency_key": _field(refused.content, "idempotency_key")}
     assert operator_client.post(url, data, **HX).status_code == 200
     product.refresh_from_db()
     assert (product.stock, product.price) == (4, 1000)
@@ -267,14 +318,14 @@ def test_edit_on_a_stale_version_shows_the_new_numbers(operator_client, product)
     operator_client.post(adjust, {"delta": "7", "idempotency_key": _key(operator_client, adjust)})
     data = {
         "stock": "1",
-        "price": "1000",
+        "price": "10.00",
         "version": _field(form, "version"),
         "idempotency_key": _field(form, "idempotency_key"),
     }
     response = operator_client.post(url, data, **HX)
     assert response.status_code == 409
     body = response.content.decode()
-    assert "Changed by someone else since you opened it: now stock 17, price 1000." in body
+    assert "Changed by someone else since you opened it: now stock 17, price 10.00." in body
     assert _field(response.content, "version") == "2"
     assert _stock(product) == 17
 
@@ -283,7 +334,10 @@ def test_edit_on_a_stale_version_shows_the_new_numbers(operator_client, product)
     ("field", "value", "message"),
     [
         ("stock", "-1", "greater than or equal to 0"),
-        ("price", "abc", "Enter a whole number."),
+        ("price", "abc", "Enter a number."),
+        ("price", "12.345", "no more than 2 decimal places"),
+        ("price", "-0.01", "greater than or equal to 0"),
+        ("price", "21474836.48", "less than or equal to 21474836.47"),
         ("stock", "99999999999", "less than or equal to 2147483647"),
         ("version", "", "This field is required."),
     ],
@@ -293,7 +347,7 @@ def test_edit_rejects_bad_input_with_422(operator_client, product, field, value,
     form = operator_client.get(url, **HX).content
     data = {
         "stock": "4",
-        "price": "100",
+        "price": "1.00",
         "version": _field(form, "version"),
         "idempotency_key": _field(form, "idempotency_key"),
         field: value,
@@ -332,7 +386,7 @@ def test_unknown_order_is_404(operator_client: Client) -> None:
 def test_order_forms_show_the_stored_total(operator_client: Client, product, url_name) -> None:
     order = factories.order(shop=product.shop, lines=[(product, 3)])  # 3 x 1,000 cents
     body = operator_client.get(reverse(url_name, args=[order.pk]), **HX).content.decode()
-    assert "total 3,000 cents" in body
+    assert "total 30.00" in body  # currency units, like every other money figure
 
 
 def test_paying_a_cancelled_order_is_409(operator_client: Client, operator, product) -> None:

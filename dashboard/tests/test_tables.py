@@ -175,10 +175,12 @@ def test_row_actions_follow_permissions(
     html = operator_client.get("/products/").content.decode()
     assert html.count(">Adjust<") == 5
     assert html.count(">Edit<") == 5
-    hammer = catalog["hammer"].pk
-    # The action's own view serves its form (fresh idempotency key) into the slot.
-    assert f'hx-get="/products/{hammer}/adjust/"' in html
-    assert 'hx-target="#row-action"' in html
+    hammer = catalog["hammer"]
+    # The action's own view serves its form (fresh idempotency key) into the dialog.
+    assert f'hx-get="/products/{hammer.pk}/adjust/"' in html
+    assert 'hx-target="#action-dialog-body"' in html
+    # Each button names its row for a screen reader: "Adjust Hammer".
+    assert f'Adjust<span class="visually-hidden"> {hammer.name}</span>' in html
 
 
 def test_price_changes_are_offered_only_with_their_permission(
@@ -230,6 +232,69 @@ def test_orders_show_annotated_item_count_and_total(viewer_client: Client, order
     # 2 x 89.00 + 1 x 25.00 = 203.00 over 2 lines
     assert "203.00" in big_row
     assert re.search(r">\s*2\s*<", big_row)
+
+
+@pytest.fixture
+def order_states(catalog) -> dict[str, Order]:
+    """One order in each state: open, paid, cancelled, refunded (paid, then cancelled)."""
+    shop, kite = catalog["north"], catalog["kite"]
+    made = {
+        "open": f.order(shop=shop, lines=[(kite, 1)], customer_id=41),
+        "paid": f.order(shop=shop, lines=[(kite, 1)], paid=True),
+        "cancelled": f.order(shop=shop, lines=[(kite, 1)]),
+        "refunded": f.order(shop=shop, lines=[(kite, 1)], paid=True),
+    }
+    Order.objects.filter(pk__in=[made["cancelled"].pk, made["refunded"].pk]).update(
+        cancelled_at=timezone.now()
+    )
+    return made
+
+
+def _row(html: str, pk: int) -> str:
+    return html.split(f'data-row-id="{pk}"')[1].split("</tr>")[0]
+
+
+def test_orders_tell_their_state_with_a_badge(viewer_client: Client, order_states) -> None:
+    html = viewer_client.get("/orders/").content.decode()
+    for state, order in order_states.items():
+        assert re.search(rf'class="badge [^"]*"[^>]*>{state}</span>', _row(html, order.pk))
+    # The customer is a link to the customer's page, not a bare id.
+    assert 'href="/customers/41/"' in _row(html, order_states["open"].pk)
+
+
+@pytest.mark.parametrize("state", ["open", "paid", "cancelled", "refunded"])
+def test_the_status_filter_agrees_with_the_headline_figures(
+    viewer_client: Client, order_states, state: str
+) -> None:
+    response = viewer_client.get(f"/orders/?status={state}")
+    assert row_ids(response) == [order_states[state].pk]
+    if state == "open":
+        # The dashboard's "Open orders" counts the same orders.
+        index = viewer_client.get("/").content.decode()
+        figure = re.search(r'Open orders</div><div class="kpi">(\d+)<', index)
+        assert figure
+        assert int(figure.group(1)) == len(row_ids(response))
+
+
+def test_a_bad_status_is_a_notice_not_an_error(viewer_client: Client, order_states) -> None:
+    response = viewer_client.get("/orders/?status=lost")
+    assert response.status_code == 200
+    assert "Ignored invalid filters: Status." in response.content.decode()
+    assert len(row_ids(response)) == 4
+
+
+def test_product_rows_link_to_their_ledger_and_ledger_lines_to_their_order(
+    viewer_client: Client, catalog, operator: User
+) -> None:
+    from store.services.orders import order_place
+
+    hammer = catalog["hammer"]
+    html = viewer_client.get("/products/").content.decode()
+    assert f'href="/stock/ledger/?product={hammer.pk}"' in _row(html, hammer.pk)
+    order = order_place(user=operator, shop=hammer.shop, lines=[(hammer.pk, 1)])
+    ledger = viewer_client.get(f"/stock/ledger/?product={hammer.pk}").content.decode()
+    assert f'href="/orders/?id={order.pk}"' in ledger
+    assert row_ids(viewer_client.get(f"/orders/?id={order.pk}")) == [order.pk]
 
 
 @pytest.mark.parametrize(

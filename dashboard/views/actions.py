@@ -12,17 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
 from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.functional import SimpleLazyObject
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import trigger_client_event
 
+from dashboard.access import permission_required
 from dashboard.action_forms import (
     AdjustForm,
     CancelForm,
@@ -32,6 +34,7 @@ from dashboard.action_forms import (
     PriceChangeForm,
     RequeueForm,
 )
+from dashboard.formatting import format_money
 from dashboard.http import HtmxHttpRequest
 from store.exceptions import (
     ConcurrencyFailure,
@@ -44,6 +47,7 @@ from store.exceptions import (
 )
 from store.models import Order, OutboxEvent, Product
 from store.selectors.prices import price_change_preview
+from store.selectors.stock import recent_movements
 from store.services import orders as order_services
 from store.services.idempotency import StoredResponse, idempotency_run, request_fingerprint
 from store.services.outbox import outbox_requeue
@@ -145,12 +149,19 @@ def _form_error(
 
 # Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
-@permission_required("store.adjust_stock", raise_exception=True)
+@permission_required("store.adjust_stock")
 @never_cache
 @vary_on_headers("HX-Request")
 def product_adjust(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     product = get_object_or_404(Product, pk=pk)
-    context: dict[str, Any] = {"product": product, "title": f"Adjust stock: {product.name}"}
+    # What the operator decides on: stock, the threshold and the last movements.
+    context: dict[str, Any] = {
+        "product": product,
+        "title": f"Adjust stock: {product.name}",
+        "low_stock_threshold": settings.STOREOPS_LOW_STOCK_THRESHOLD,
+        # Read only when a form renders (not on the success path, before the write).
+        "movements": SimpleLazyObject(lambda: recent_movements(product_id=product.pk)),
+    }
     if request.method == "GET":
         return _page(request, "adjust-form", {**context, "form": AdjustForm.fresh()})
     form = AdjustForm(request.POST)
@@ -204,7 +215,7 @@ def _price_lock(form: EditForm, can_price: bool) -> EditForm:
 
 # Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
-@permission_required("store.adjust_stock", raise_exception=True)
+@permission_required("store.adjust_stock")
 @never_cache
 @vary_on_headers("HX-Request")
 def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
@@ -240,7 +251,9 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             request,
             partial="edit-result",
             context={"product": updated},
-            message=f"{updated.name}: stock {updated.stock}, price {updated.price} saved.",
+            message=(
+                f"{updated.name}: stock {updated.stock}, price {format_money(updated.price)} saved."
+            ),
             location=reverse("store-product-edit", args=[product.pk]),
         )
 
@@ -272,7 +285,7 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 # Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
-@permission_required("store.mark_order_paid", raise_exception=True)
+@permission_required("store.mark_order_paid")
 @never_cache
 @vary_on_headers("HX-Request")
 def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
@@ -317,7 +330,7 @@ def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 # Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
-@permission_required("store.cancel_order", raise_exception=True)
+@permission_required("store.cancel_order")
 @never_cache
 @vary_on_headers("HX-Request")
 def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
@@ -368,7 +381,7 @@ def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 # Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
-@permission_required("store.change_price", raise_exception=True)
+@permission_required("store.change_price")
 @never_cache
 @vary_on_headers("HX-Request")
 def prices_change(request: HtmxHttpRequest) -> HttpResponse:
@@ -416,7 +429,7 @@ def prices_change(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @require_POST
-@permission_required("store.change_outboxevent", raise_exception=True)
+@permission_required("store.change_outboxevent")
 def outbox_event_requeue(request: HtmxHttpRequest, pk: str) -> HttpResponse:
     form = RequeueForm({"event": pk})
     if not form.is_valid():

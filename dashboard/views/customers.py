@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from django.contrib.auth.decorators import permission_required
 from django.db import DatabaseError
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from dashboard.access import permission_required
 from dashboard.http import HtmxHttpRequest
 from store.selectors.catalog import order_table_rows
 from store.selectors.customers import customer_view
@@ -20,7 +20,7 @@ RECENT_ORDERS = 20
 
 
 @require_GET
-@permission_required("store.view_dashboard", raise_exception=True)
+@permission_required("store.view_dashboard")
 def customer_detail(request: HtmxHttpRequest, user_id: int) -> HttpResponse:
     orders = list(order_table_rows().filter(customer_id=user_id)[:RECENT_ORDERS])
     try:

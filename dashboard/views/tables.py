@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import django_tables2 as tables
-from django.contrib.auth.decorators import permission_required
 from django.core.paginator import EmptyPage
 from django.db.models import QuerySet
 from django.http import HttpResponseBase
@@ -23,6 +22,7 @@ from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 from django_filters import FilterSet
 
+from dashboard.access import permission_required
 from dashboard.exports import ExportTooLarge, export_response
 from dashboard.filters import (
     EXPORT_FORMATS,
@@ -163,7 +163,7 @@ def _table_response(
 
 
 @require_GET
-@permission_required("store.view_dashboard", raise_exception=True)
+@permission_required("store.view_dashboard")
 @cache_control(private=True)
 @vary_on_headers("HX-Request")
 def product_list(request: HtmxHttpRequest) -> HttpResponseBase:
@@ -177,7 +177,7 @@ def product_list(request: HtmxHttpRequest) -> HttpResponseBase:
 
 
 @require_GET
-@permission_required("store.view_dashboard", raise_exception=True)
+@permission_required("store.view_dashboard")
 @cache_control(private=True)
 @vary_on_headers("HX-Request")
 def order_list(request: HtmxHttpRequest) -> HttpResponseBase:
@@ -189,7 +189,7 @@ def order_list(request: HtmxHttpRequest) -> HttpResponseBase:
 
 
 @require_GET
-@permission_required("store.view_dashboard", raise_exception=True)
+@permission_required("store.view_dashboard")
 @cache_control(private=True)
 @vary_on_headers("HX-Request")
 def ledger_list(request: HtmxHttpRequest) -> HttpResponseBase:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connections
-from django.db.models import F, Lookup, Q, QuerySet
+from django.db.models import Case, CharField, F, Lookup, Q, QuerySet, Value, When
 
 from store.models import Order, Product, StockMovement
 
@@ -65,18 +65,45 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+ORDER_STATES = ("open", "paid", "cancelled", "refunded")
+
+
+def order_state_filter(state: str) -> Q:
+    """The orders in ``state``. Open is "not paid and not cancelled", as the headline
+    figure counts it; refunded is paid and then cancelled (a paid order is cancelled
+    only after its refund)."""
+    cancelled = Q(cancelled_at__isnull=False)
+    return {
+        "open": Q(paid=False, cancelled_at__isnull=True),
+        "paid": Q(paid=True, cancelled_at__isnull=True),
+        "cancelled": Q(paid=False) & cancelled,
+        "refunded": Q(paid=True) & cancelled,
+    }[state]
+
+
 def order_table_rows() -> QuerySet[Order]:
-    """Orders with their shop; total (cents) and item count are stored on the order."""
-    return Order.objects.select_related("shop").only(
-        "customer_id",
-        "paid",
-        "paid_at",
-        "cancelled_at",
-        "created_at",
-        "version",
-        "total",
-        "item_count",
-        "shop__name",
+    """Orders with their shop and state; total (cents) and item count are stored on the order.
+
+    The state is computed in SQL so exports (``values_list``) carry it like any column.
+    """
+    state = Case(
+        *(When(order_state_filter(name), then=Value(name)) for name in ORDER_STATES),
+        output_field=CharField(),
+    )
+    return (
+        Order.objects.annotate(status=state)
+        .select_related("shop")
+        .only(
+            "customer_id",
+            "paid",
+            "paid_at",
+            "cancelled_at",
+            "created_at",
+            "version",
+            "total",
+            "item_count",
+            "shop__name",
+        )
     )
 
 
@@ -88,6 +115,7 @@ def stock_ledger_rows() -> QuerySet[StockMovement]:
         "reason",
         "method",
         "created_at",
+        "order",
         "product__name",
         "product__sku",
         "actor__username",

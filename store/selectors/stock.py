@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.db.models import Case, CharField, Count, Q, Value, When
 
-from store.models import Product
+from store.models import Product, StockMovement
 
 CRITICAL_STOCK = 2  # 1-2 units left is critical; 0 is out of stock
 
@@ -80,4 +80,19 @@ def low_stock(*, threshold: int, limit: int = 50) -> LowStock:
             )
             for p in rows
         ],
+    )
+
+
+def recent_movements(*, product_id: int, limit: int = 5) -> list[StockMovement]:
+    """The product's last ``limit`` ledger lines, newest first (one query).
+
+    Served by the (product, created_at) index; the actor's name comes in the same query.
+    """
+    return list(
+        StockMovement.objects.filter(product_id=product_id)
+        .select_related("actor")
+        .only(
+            "created_at", "delta", "stock_after", "reason", "method", "order_id", "actor__username"
+        )
+        .order_by("-created_at", "-pk")[:limit]
     )

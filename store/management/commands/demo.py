@@ -15,7 +15,11 @@ class Command(BaseCommand):
     help = "Migrate every database, seed demo data if empty, print a login, serve on :8000."
 
     def add_arguments(self, parser: CommandParser | ArgumentParser) -> None:
-        parser.add_argument("--addrport", default="127.0.0.1:8000")
+        parser.add_argument(
+            "--addrport",
+            default="127.0.0.1:8000",
+            help="Where to serve, as for runserver: [ADDRESS:]PORT (default 127.0.0.1:8000).",
+        )
         parser.add_argument("--username", default="ops")
         parser.add_argument(
             "--password",

@@ -99,7 +99,7 @@ def test_optimistic_set_on_a_stale_version_reports_current_values(
     with pytest.raises(VersionConflict) as info:
         stock_set_optimistic(product=product, expected_version=1, new_stock=0, actor=operator)
     assert info.value.current == {"stock": 15, "price": 1000, "version": 2}
-    assert "now stock 15, price 1000" in str(info.value)
+    assert "now stock 15, price 10.00" in str(info.value)
     product.refresh_from_db()
     assert product.stock == 15
     _ledger_holds(product)
