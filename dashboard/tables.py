@@ -20,8 +20,8 @@ from django.utils import timezone
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from dashboard.formatting import format_money
 from store.models import Order, Product, StockMovement
+from store.money import format_money
 
 TABLE_TEMPLATE = "django_tables2/htmx.html"
 TABLE_ATTRS = {"class": "table table-sm table-hover align-middle bg-white mb-2"}

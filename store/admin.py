@@ -23,6 +23,7 @@ from store.models import (
     Shop,
     StockMovement,
 )
+from store.money import format_money
 from store.services.catalog import product_delete, product_save
 from store.sharding import shard_for_user
 
@@ -41,6 +42,16 @@ class CategoryAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
 
+@admin.display(description="price", ordering="price")
+def price_display(product: Product) -> str:
+    return format_money(product.price)
+
+
+@admin.display(description="total", ordering="total")
+def total_display(order: Order) -> str:
+    return format_money(order.total)
+
+
 class ProductAdminForm(forms.ModelForm):
     # The version this form was rendered with; the service refuses a stale one.
     seen_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
@@ -57,7 +68,16 @@ class ProductAdminForm(forms.ModelForm):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ["name", "sku", "shop", "category", "price", "stock", "rating", "is_public"]
+    list_display = [
+        "name",
+        "sku",
+        "shop",
+        "category",
+        price_display,
+        "stock",
+        "rating",
+        "is_public",
+    ]
     list_filter = ["is_public", "shop", "category"]
     search_fields = ["name", "sku"]
     list_select_related = ["shop", "category"]
@@ -115,7 +135,7 @@ class OrderAdmin(admin.ModelAdmin):
         "id",
         "customer_id",
         "shop",
-        "total",
+        total_display,
         "item_count",
         "paid",
         "paid_at",
@@ -129,7 +149,15 @@ class OrderAdmin(admin.ModelAdmin):
     inlines = [OrderItemInline]
     # total and item_count are written with the items; editing them would break
     # "total == sum of the items".
-    readonly_fields = ["paid", "paid_at", "cancelled_at", "version", "total", "item_count"]
+    readonly_fields = [
+        "paid",
+        "paid_at",
+        "cancelled_at",
+        "version",
+        total_display,
+        "item_count",
+    ]
+    exclude = ["total"]
     show_full_result_count = False
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from django import template
 from django.urls import reverse
 
-from dashboard.formatting import format_money
+from store.money import format_money
 
 register = template.Library()
 

@@ -75,3 +75,12 @@ def test_healthz_is_public_json(client: Client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("url", ["/", "/panels/low-stock/", "/api/trending.json"])
+def test_the_dashboard_refusal_names_the_missing_permission(
+    outsider_client: Client, url: str
+) -> None:
+    response = outsider_client.get(url)
+    assert response.status_code == 403
+    assert "store.view_dashboard" in response.content.decode()

@@ -34,7 +34,6 @@ from dashboard.action_forms import (
     PriceChangeForm,
     RequeueForm,
 )
-from dashboard.formatting import format_money
 from dashboard.http import HtmxHttpRequest
 from store.exceptions import (
     ConcurrencyFailure,
@@ -46,6 +45,7 @@ from store.exceptions import (
     VersionConflict,
 )
 from store.models import Order, OutboxEvent, Product
+from store.money import format_money
 from store.selectors.prices import price_change_preview
 from store.selectors.stock import recent_movements
 from store.services import orders as order_services

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import permission_required
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
 from dashboard import panels
+from dashboard.access import permission_required
 from dashboard.http import HtmxHttpRequest
 from dashboard.views.panels import private_htmx
 
 
 @require_GET
-@permission_required("store.view_dashboard", raise_exception=True)
+@permission_required("store.view_dashboard")
 @private_htmx
 def trending(request: HtmxHttpRequest) -> JsonResponse:
     """The trending panel's data, from the very cache entry the panel uses

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_not_required, permission_required
+from django.contrib.auth.decorators import login_not_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from dashboard import panels
+from dashboard.access import permission_required
 from dashboard.http import HtmxHttpRequest
 from dashboard.views.panels import private_htmx
 from store.selectors.overview import store_overview
 
 
 @require_GET
-@permission_required("store.view_dashboard", raise_exception=True)
+@permission_required("store.view_dashboard")
 @private_htmx
 def index(request: HtmxHttpRequest) -> HttpResponse:
     overview = store_overview(low_stock_threshold=settings.STOREOPS_LOW_STOCK_THRESHOLD)

@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from django import forms
-from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 from django.http import Http404, HttpResponse, QueryDict
@@ -18,6 +17,7 @@ from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.views.decorators.http import require_GET
 
 from dashboard import panels
+from dashboard.access import permission_required
 from dashboard.http import HtmxHttpRequest
 from store import querylog
 
@@ -58,7 +58,7 @@ def _push_url(request: HtmxHttpRequest, run: panels.PanelRun) -> str | None:
 
 
 @require_GET
-@permission_required("store.view_dashboard", raise_exception=True)
+@permission_required("store.view_dashboard")
 @private_htmx
 def panel(request: HtmxHttpRequest, name: str) -> HttpResponse:
     found = panels.get_panel(name)
@@ -92,7 +92,7 @@ def _superuser_log(request: HtmxHttpRequest, log_id: str) -> querylog.QueryLog:
 
 
 @require_GET
-@permission_required("store.view_dashboard", raise_exception=True)
+@permission_required("store.view_dashboard")
 @private_htmx
 def query_log(request: HtmxHttpRequest, log_id: str) -> HttpResponse:
     log = _superuser_log(request, log_id)
@@ -109,7 +109,7 @@ class ExplainForm(forms.Form):
 
 
 @require_GET
-@permission_required("store.view_dashboard", raise_exception=True)
+@permission_required("store.view_dashboard")
 @private_htmx
 def query_explain(request: HtmxHttpRequest, log_id: str, index: int) -> HttpResponse:
     log = _superuser_log(request, log_id)

@@ -1,4 +1,4 @@
-"""Display formats shared by tables, panels and exports."""
+"""Money as people read it: currency units with two decimals (stored as integer cents)."""
 
 from __future__ import annotations
 
