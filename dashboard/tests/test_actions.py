@@ -540,3 +540,39 @@ def test_outbox_panel_shows_backlog_and_dead_letters(
     viewer_body = viewer_client.get("/panels/outbox/", **HX).content.decode()
     assert "broker down" in viewer_body
     assert "Requeue" not in viewer_body
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)  # the lock is a real one, seen from another connection
+@pytest.mark.parametrize("htmx", [True, False])
+def test_no_product_row_lock_is_held_while_a_template_renders(
+    operator_client: Client, product: Product, monkeypatch: pytest.MonkeyPatch, htmx: bool
+) -> None:
+    import psycopg
+    from django.db import connection
+    from django.template.backends.django import Template
+
+    url = _adjust_url(product)
+    key = _key(operator_client, url)
+    blocked: list[str] = []
+    real_render = Template.render
+
+    def render_while_another_connection_writes(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # A slow template, from the row's point of view: another session updates the
+        # product while this render runs, and must not wait for a lock.
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+            other.execute("SET lock_timeout = '1s'")
+            try:
+                other.execute(
+                    "UPDATE store_product SET rating = rating WHERE id = %s", [product.pk]
+                )
+            except psycopg.errors.LockNotAvailable:
+                blocked.append(self.template.name or "a partial")
+        return real_render(self, *args, **kwargs)
+
+    monkeypatch.setattr(Template, "render", render_while_another_connection_writes)
+    extra = HX if htmx else {}
+    response = operator_client.post(url, {"delta": "-1", "idempotency_key": key}, **extra)
+    assert response.status_code == (200 if htmx else 303)
+    assert blocked == []
+    assert _stock(product) == 9

@@ -10,13 +10,13 @@ message: 409 for conflicts, 422 for invalid requests.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.cache import never_cache
@@ -81,55 +81,75 @@ def _see_other(location: str) -> HttpResponse:
     return response
 
 
-def _done(
-    request: HtmxHttpRequest,
-    *,
-    partial: str,
-    context: dict[str, Any],
-    message: str,
-    location: str,
-) -> StoredResponse:
-    """The answer stored with the key: a fragment for HTMX, else a redirect + flash text."""
-    if request.htmx:
-        body = render_to_string(
-            f"{TEMPLATE}#{partial}", {**context, "message": message}, request=request
-        )
-        return StoredResponse(status=200, body=body)
-    return StoredResponse(status=303, body=message, location=location)
+@dataclass(frozen=True)
+class Action:
+    """What every write action shares: its forms' partials, the event its success
+    sends, the URL a plain POST returns to, and what its result names."""
+
+    name: str  # the idempotency fingerprint's namespace
+    form_partial: str
+    result_partial: str
+    event: str  # HX-Trigger: the panels and tables that listen refresh
+    url_name: str  # the action's own page (PRG target)
+    subject: str = ""  # "product" or "order": the row the result points at
+
+
+ADJUST = Action(
+    "adjust", "adjust-form", "adjust-result", "stock-changed", "store-product-adjust", "product"
+)
+EDIT = Action("edit", "edit-form", "edit-result", "stock-changed", "store-product-edit", "product")
+PAY = Action("pay", "pay-form", "pay-result", "order-paid", "store-order-pay", "order")
+CANCEL = Action(
+    "cancel", "cancel-form", "cancel-result", "order-cancelled", "store-order-cancel", "order"
+)
+PRICES = Action("prices", "price-form", "price-result", "prices-changed", "store-price-change")
 
 
 def _run(
     request: HtmxHttpRequest,
+    action: Action,
     *,
     form: IdempotentForm,
-    action: str,
+    pk: int | None,
     payload: dict[str, Any],
-    perform: Callable[[], StoredResponse],
-    event: str,
+    perform: Callable[[], str],
     on_error: Callable[[str, int], HttpResponse],
 ) -> HttpResponse:
-    key = form.cleaned_data["idempotency_key"]
-    fingerprint = request_fingerprint(action, payload)
+    """Run ``perform`` (the service call; returns the message) once per idempotency key.
+
+    The key stores the small result (status, message, location), never HTML: the
+    answer renders after the transaction has committed, so no row lock is held
+    while a template renders, and a replay renders the first answer again.
+    """
+    location = reverse(action.url_name, args=[pk] if pk is not None else [])
+
+    def stored() -> StoredResponse:
+        message = perform()
+        return StoredResponse(status=200 if request.htmx else 303, body=message, location=location)
+
     try:
         outcome = idempotency_run(
             user=request.user,  # type: ignore[arg-type]
-            key=key,
-            fingerprint=fingerprint,
-            perform=perform,
+            key=form.cleaned_data["idempotency_key"],
+            fingerprint=request_fingerprint(action.name, payload),
+            perform=stored,
         )
     except CONFLICTS as exc:
         return on_error(str(exc), 409)
     except StoreError as exc:
         return on_error(str(exc), 422)
-    stored = outcome.response
-    if stored.status == 303:
+    result = outcome.response
+    if result.status == 303:
         if outcome.replayed:
-            messages.info(request, REPLAYED + stored.body)
+            messages.info(request, REPLAYED + result.body)
         else:
-            messages.success(request, stored.body)
-        return _see_other(stored.location)
-    response = HttpResponse(stored.body, status=stored.status)
-    return trigger_client_event(response, event)
+            messages.success(request, result.body)
+        return _see_other(result.location)
+    context: dict[str, Any] = {"message": result.body}
+    if action.subject:
+        context[action.subject] = {"pk": pk}
+    response = render(request, f"{TEMPLATE}#{action.result_partial}", context)
+    return trigger_client_event(response, action.event)
 
 
 def _form_error(
@@ -163,13 +183,13 @@ def product_adjust(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "movements": SimpleLazyObject(lambda: recent_movements(product_id=product.pk)),
     }
     if request.method == "GET":
-        return _page(request, "adjust-form", {**context, "form": AdjustForm.fresh()})
+        return _page(request, ADJUST.form_partial, {**context, "form": AdjustForm.fresh()})
     form = AdjustForm(request.POST)
     if not form.is_valid():
-        return _page(request, "adjust-form", {**context, "form": form}, status=422)
+        return _page(request, ADJUST.form_partial, {**context, "form": form}, status=422)
     delta, reason = form.cleaned_data["delta"], form.cleaned_data["reason"]
 
-    def perform() -> StoredResponse:
+    def perform() -> str:
         change = stock_adjust(
             product=product.pk,
             delta=delta,
@@ -179,26 +199,19 @@ def product_adjust(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         )
         movement = change.movement
         assert movement is not None
-        message = (
+        return (
             f"{product.name}: stock {movement.stock_before} → {movement.stock_after} "
             f"({movement.delta:+d})."
-        )
-        return _done(
-            request,
-            partial="adjust-result",
-            context={"product": change.product, "movement": movement},
-            message=message,
-            location=reverse("store-product-adjust", args=[product.pk]),
         )
 
     return _run(
         request,
+        ADJUST,
         form=form,
-        action="adjust",
+        pk=product.pk,
         payload={"product": product.pk, "delta": delta, "reason": reason},
         perform=perform,
-        event="stock-changed",
-        on_error=_form_error(request, "adjust-form", form, context),
+        on_error=_form_error(request, ADJUST.form_partial, form, context),
     )
 
 
@@ -227,16 +240,16 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         form = EditForm.fresh(
             {"stock": product.stock, "price": product.price, "version": product.version}
         )
-        return _page(request, "edit-form", {**context, "form": _price_lock(form, can_price)})
+        return _page(request, EDIT.form_partial, {**context, "form": _price_lock(form, can_price)})
     form = _price_lock(EditForm(request.POST), can_price)
     if not form.is_valid():
-        return _page(request, "edit-form", {**context, "form": form}, status=422)
+        return _page(request, EDIT.form_partial, {**context, "form": form}, status=422)
     data = form.cleaned_data
     if not can_price and data["price"] != product.price:
         form.add_error("price", PRICE_NEEDS_PERMISSION)
-        return _page(request, "edit-form", {**context, "form": form}, status=403)
+        return _page(request, EDIT.form_partial, {**context, "form": form}, status=403)
 
-    def perform() -> StoredResponse:
+    def perform() -> str:
         change = stock_set_optimistic(
             product=product.pk,
             expected_version=data["version"],
@@ -247,15 +260,7 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             idempotency_key=data["idempotency_key"],
         )
         updated = change.product
-        return _done(
-            request,
-            partial="edit-result",
-            context={"product": updated},
-            message=(
-                f"{updated.name}: stock {updated.stock}, price {format_money(updated.price)} saved."
-            ),
-            location=reverse("store-product-edit", args=[product.pk]),
-        )
+        return f"{updated.name}: stock {updated.stock}, price {format_money(updated.price)} saved."
 
     def conflict(message: str, status: int) -> HttpResponse:
         # Keep what the user typed, but carry the current version so a deliberate
@@ -267,15 +272,15 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         retry.is_valid()
         retry.add_error(None, message)
         ctx = {**context, "product": product, "form": retry}
-        return _page(request, "edit-form", ctx, status=status)
+        return _page(request, EDIT.form_partial, ctx, status=status)
 
     return _run(
         request,
+        EDIT,
         form=form,
-        action="edit",
+        pk=product.pk,
         payload={k: data[k] for k in ("stock", "price", "version", "reason")} | {"pk": pk},
         perform=perform,
-        event="stock-changed",
         on_error=conflict,
     )
 
@@ -292,39 +297,30 @@ def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
     context: dict[str, Any] = {"order": order, "title": f"Pay order #{order.pk}"}
     if request.method == "GET":
-        return _page(request, "pay-form", {**context, "form": PayForm.fresh()})
+        return _page(request, PAY.form_partial, {**context, "form": PayForm.fresh()})
     form = PayForm(request.POST)
     if not form.is_valid():
-        return _page(request, "pay-form", {**context, "form": form}, status=422)
+        return _page(request, PAY.form_partial, {**context, "form": form}, status=422)
 
-    def perform() -> StoredResponse:
+    def perform() -> str:
         result = payment_process(
             order=order.pk,
             amount=order.total,
             idempotency_key=form.cleaned_data["idempotency_key"],
             actor=request.user,
         )
-        message = (
-            f"Order #{order.pk} marked paid."
-            if result.newly_paid
-            else f"Order #{order.pk} was already paid."
-        )
-        return _done(
-            request,
-            partial="pay-result",
-            context={"order": result.order},
-            message=message,
-            location=reverse("store-order-pay", args=[order.pk]),
-        )
+        if result.newly_paid:
+            return f"Order #{order.pk} marked paid."
+        return f"Order #{order.pk} was already paid."
 
     return _run(
         request,
+        PAY,
         form=form,
-        action="pay",
+        pk=order.pk,
         payload={"order": order.pk},
         perform=perform,
-        event="order-paid",
-        on_error=_form_error(request, "pay-form", form, context),
+        on_error=_form_error(request, PAY.form_partial, form, context),
     )
 
 
@@ -341,38 +337,29 @@ def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "title": f"Cancel order #{order.pk}",
     }
     if request.method == "GET":
-        return _page(request, "cancel-form", {**context, "form": CancelForm.fresh()})
+        return _page(request, CANCEL.form_partial, {**context, "form": CancelForm.fresh()})
     form = CancelForm(request.POST)
     if not form.is_valid():
-        return _page(request, "cancel-form", {**context, "form": form}, status=422)
+        return _page(request, CANCEL.form_partial, {**context, "form": form}, status=422)
     data = form.cleaned_data
 
-    def perform() -> StoredResponse:
+    def perform() -> str:
         already = order.cancelled_at is not None
-        cancelled = order_services.order_cancel(
+        order_services.order_cancel(
             order=order.pk, actor=request.user, reason=data["reason"], refunded=data["refunded"]
         )
-        message = (
-            f"Order #{order.pk} was already cancelled."
-            if already
-            else f"Order #{order.pk} cancelled; every line restocked."
-        )
-        return _done(
-            request,
-            partial="cancel-result",
-            context={"order": cancelled},
-            message=message,
-            location=reverse("store-order-cancel", args=[order.pk]),
-        )
+        if already:
+            return f"Order #{order.pk} was already cancelled."
+        return f"Order #{order.pk} cancelled; every line restocked."
 
     return _run(
         request,
+        CANCEL,
         form=form,
-        action="cancel",
+        pk=order.pk,
         payload={"order": order.pk, "reason": data["reason"], "refunded": data["refunded"]},
         perform=perform,
-        event="order-cancelled",
-        on_error=_form_error(request, "cancel-form", form, context),
+        on_error=_form_error(request, CANCEL.form_partial, form, context),
     )
 
 
@@ -388,10 +375,10 @@ def prices_change(request: HtmxHttpRequest) -> HttpResponse:
     """Two steps: the first POST shows what would change, the second applies it."""
     context: dict[str, Any] = {"title": "Raise or lower prices"}
     if request.method == "GET":
-        return _page(request, "price-form", {**context, "form": PriceChangeForm.fresh()})
+        return _page(request, PRICES.form_partial, {**context, "form": PriceChangeForm.fresh()})
     form = PriceChangeForm(request.POST)
     if not form.is_valid():
-        return _page(request, "price-form", {**context, "form": form}, status=422)
+        return _page(request, PRICES.form_partial, {**context, "form": form}, status=422)
     data = form.cleaned_data
     filters = PriceFilter(
         shop_id=data["shop"].pk if data["shop"] else None,
@@ -404,24 +391,18 @@ def prices_change(request: HtmxHttpRequest) -> HttpResponse:
         ctx = {**context, "form": PriceChangeForm(confirm_data), "preview": preview}
         return _page(request, "price-confirm", ctx)
 
-    def perform() -> StoredResponse:
+    def perform() -> str:
         changed = price_change(filters=filters, percent=data["percent"], actor=request.user)
-        return _done(
-            request,
-            partial="price-result",
-            context={"changed": changed, "percent": data["percent"]},
-            message=f"{changed} price(s) changed by {data['percent']:+d}%.",
-            location=reverse("store-price-change"),
-        )
+        return f"{changed} price(s) changed by {data['percent']:+d}%."
 
     return _run(
         request,
+        PRICES,
         form=form,
-        action="prices",
+        pk=None,
         payload={**filters.__dict__, "percent": data["percent"]},
         perform=perform,
-        event="prices-changed",
-        on_error=_form_error(request, "price-form", form, context),
+        on_error=_form_error(request, PRICES.form_partial, form, context),
     )
 
 
