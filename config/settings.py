@@ -280,5 +280,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("STOREOPS_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO", "propagate": True}},
+    "loggers": {
+        # Django's own default adds a console handler to "django" under DEBUG; with
+        # ours on the root every django.request warning printed twice.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.db.backends": {"level": "INFO", "propagate": True},
+    },
 }

@@ -41,3 +41,20 @@ def test_demo_documents_addrport(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         call_command("demo", "--help")
     assert "--addrport" in capsys.readouterr().out
+
+
+def test_a_request_warning_is_logged_once_under_debug() -> None:
+    """Django's DEBUG console handler on "django" and ours on the root printed it twice."""
+    import os
+    import subprocess
+    import sys
+
+    snippet = (
+        "import django; django.setup(); import logging; "
+        "logging.getLogger('django.request').warning('Not Found: /nowhere')"
+    )
+    env = os.environ | {"DEBUG": "true", "DJANGO_SETTINGS_MODULE": "config.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", snippet], env=env, capture_output=True, text=True, check=True
+    )
+    assert (done.stdout + done.stderr).count("Not Found: /nowhere") == 1
