@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import redis
-from django.conf import settings
 from django.core.cache import caches
 
 from store.caching import BreakerRedisCache
@@ -53,8 +52,9 @@ def probe_cache() -> CacheProbe:
         "breaker_openings": breaker.openings,
         "breaker_last_opened_at": breaker.last_opened_at,
     }
+    location = backend._server[0] if isinstance(backend._server, list) else backend._server
     client = redis.Redis.from_url(
-        settings.REDIS_URL,
+        str(location),
         socket_timeout=PROBE_TIMEOUT_SECONDS,
         socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
     )
