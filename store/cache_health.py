@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import redis
 from django.core.cache import caches
@@ -47,7 +48,7 @@ def probe_cache() -> CacheProbe:
     if not isinstance(backend, BreakerRedisCache):
         return CacheProbe(backend="local memory", status="ok", reachable=True)
     breaker = backend.breaker
-    state = {
+    state: dict[str, Any] = {
         "breaker_open": breaker.is_open,
         "breaker_openings": breaker.openings,
         "breaker_last_opened_at": breaker.last_opened_at,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, FloatField, OuterRef, Subquery, Sum
@@ -49,8 +50,8 @@ def category_stats(*, low_stock_threshold: int, sort: str = "-revenue") -> list[
     column = sort.removeprefix("-")
     if column not in CATEGORY_STATS_COLUMNS:
         raise ValueError(f"unknown sort column {sort!r}")
-    totals = {
-        row["category_id"]: row
+    totals: dict[int, dict[str, Any]] = {
+        row["category_id"]: dict(row)
         for row in CategoryRollup.objects.values("category_id")
         .annotate(
             n=Sum("products"),

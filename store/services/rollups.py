@@ -515,7 +515,9 @@ def _rebuild_batch(cursor: Any, name: str, scope: Any) -> None:
         # Whole-table aggregates sort and hash millions of rows: let them use memory.
         cursor.execute("SET LOCAL work_mem = '128MB'")
     if name in ("categories", "shops", "shop-sales"):
-        model = {"categories": CategoryRollup, "shops": ShopRollup, "shop-sales": ShopSales}[name]
+        model: Any = {"categories": CategoryRollup, "shops": ShopRollup, "shop-sales": ShopSales}[
+            name
+        ]
         kept = {} if scope is None else {"shop_id": scope}
         _lock(cursor, model)
         model.objects.filter(**kept).delete()
@@ -532,8 +534,8 @@ def _rebuild_batch(cursor: Any, name: str, scope: Any) -> None:
                 f"SET revenue = {table}.revenue + excluded.revenue",
             )
         else:
-            rows = full.shop_rows if name == "shops" else full.shop_sales_rows
-            _insert_from(cursor, model, rows(**kept))
+            by_shop = full.shop_rows if name == "shops" else full.shop_sales_rows
+            _insert_from(cursor, model, by_shop(**kept))
         return
     model = ProductRevenue if name == "product-revenue" else ProductSales
     rows = full.product_revenue_rows if name == "product-revenue" else full.product_sales_rows
@@ -592,8 +594,8 @@ def rollups_rebuild(
         sales_windows_advance()
     # Shops and products that no longer exist keep no rows.
     if {"categories", "shops", "shop-sales"} & set(names):
-        for model in (CategoryRollup, ShopRollup, ShopSales):
-            model.objects.exclude(shop_id__in=shop_ids).delete()
-    for model in (ProductRevenue, ProductSales):
-        model.objects.filter(product_id__gt=last_product).delete()
+        for by_shop in (CategoryRollup, ShopRollup, ShopSales):
+            by_shop.objects.exclude(shop_id__in=shop_ids).delete()  # type: ignore[attr-defined]
+    for by_product in (ProductRevenue, ProductSales):
+        by_product.objects.filter(product_id__gt=last_product).delete()  # type: ignore[attr-defined]
     return len(plan)
