@@ -216,3 +216,58 @@ def test_copy_and_cursor_paths_write_the_same_csv(products) -> None:
         assert list(csv.reader(io.StringIO(by_copy.decode()))) == list(
             csv.reader(io.StringIO(by_cursor))
         )
+
+
+def many_products(n: int) -> list[Product]:
+    """Enough rows for several 64 KiB blocks, with quotes, newlines and accents."""
+    shop, category = f.shop("Shop, é"), f.category()
+    Product.objects.bulk_create(
+        Product(
+            shop=shop,
+            category=category,
+            name=f'Product {i} "big", é\nline' if i % 7 == 0 else f"Product {i}",
+            sku=f"B-{i:08d}",
+            price=i * 37,
+            stock=i % 50,
+            initial_stock=i % 50,
+            is_public=i % 3 > 0,
+            rating=Decimal("3.50"),
+        )
+        for i in range(n)
+    )
+    # Microseconds everywhere, so Python's isoformat and PostgreSQL's to_char agree.
+    Product.objects.update(created_at=datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC))
+    return list(Product.objects.order_by("pk"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_streaming_exports_send_blocks_of_at_least_64_kib(viewer_client: Client, fmt: str) -> None:
+    """One chunk per row meant one send() per row; blocks keep the worker at the database's
+    pace. Every block but the last holds at least 64 KiB, and none grows past two (memory
+    stays bounded by the block size, not by the export)."""
+    want = expected_products(Product.objects.filter(pk__in=[p.pk for p in many_products(4000)]))
+    response = viewer_client.get(f"/products/?sort=id&_export={fmt}")
+    assert response.status_code == 200
+    chunks = list(response.streaming_content)
+    sizes = [len(chunk) for chunk in chunks]
+    assert len(chunks) >= 4, sizes
+    assert all(size >= exports.BLOCK_BYTES for size in sizes[:-1]), sizes
+    assert sizes[-1] > 0
+    assert max(sizes) < 2 * exports.BLOCK_BYTES, sizes
+    body = b"".join(chunks).decode()
+    if fmt == "json":
+        rows = json.loads(body)
+        assert [(r["id"], r["name"], r["price"]) for r in rows] == [
+            (w["id"], w["name"], float(w["price"])) for w in want
+        ]
+        return
+    header, *rows = list(csv.reader(io.StringIO(body, newline="")))
+    assert header[:2] == ["id", "name"]
+    assert rows == [
+        [
+            *(str(w["id"]), w["name"], w["sku"], w["shop"], w["category"]),
+            *(f"{w['price']:.2f}", str(w["stock"]), str(w["rating"])),
+            *("true" if w["public"] else "false", w["created"].isoformat()),
+        ]
+        for w in want
+    ]
