@@ -100,6 +100,9 @@ MIDDLEWARE = [
     "store.caching.SettleBumpsMiddleware",
     # Times every query and logs those over STOREOPS_SLOW_QUERY_MS with their panel.
     "store.querylog.SlowQueryMiddleware",
+    # Parses a POST body once, before anything else reads it: a body Django refuses
+    # (charset=utf-16, too many fields) answers 400 instead of crashing its error views.
+    "dashboard.middleware.UnreadableBodyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
