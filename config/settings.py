@@ -8,6 +8,7 @@ A malformed value stops the process at start-up instead of surfacing later.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ INSTALLED_APPS = [
     "django_tables2",
     "django_filters",
     "template_partials",
+    "axes",
     "store",
     "dashboard",
 ]
@@ -115,6 +117,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a lockout into its page (429, the wait named).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -247,6 +251,26 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard-index"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+# Login throttling (django-axes): STOREOPS_LOGIN_FAILURE_LIMIT failed logins per
+# username and, separately, per client address lock that username or address for
+# STOREOPS_LOGIN_LOCKOUT_SECONDS; each failure restarts the window. Counters live in
+# the cache (Redis in production; per process with local memory): nothing is written
+# to the database, and a Redis outage lets logins through unthrottled rather than
+# refusing everyone. The address is REMOTE_ADDR: behind a proxy that hides it, set
+# AXES_IPWARE_* accordingly, or every client shares one counter.
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out login is refused before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env_number("STOREOPS_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(
+    seconds=env_number("STOREOPS_LOGIN_LOCKOUT_SECONDS", 60, kind=float, minimum=1)
+)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_CALLABLE = "dashboard.views.accounts.login_locked_out"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
