@@ -271,6 +271,10 @@ AXES_COOLOFF_TIME = timedelta(
 )
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_LOCKOUT_CALLABLE = "dashboard.views.accounts.login_locked_out"
+if not REDIS_URL:
+    # axes warns that local memory is per process: true, and accepted for the embedded
+    # default (one `demo` process); production sets REDIS_URL, shared by every worker.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
