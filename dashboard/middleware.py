@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http.multipartparser import MultiPartParserError
 
 from store import routing
 
@@ -142,7 +143,8 @@ class UnreadableBodyMiddleware:
     ``SuspiciousOperation`` (too many fields, a body over the size limit) the first time
     ``request.POST`` is read, and its 400 and 500 views, which read it again for their
     CSRF token, raise once more: a 500, even for an anonymous login POST. Parsing it
-    once here, before the CSRF check or a view does, keeps Django's message and status.
+    once here, before the CSRF check or a view does, keeps Django's status and gives
+    its reason (a broken multipart body too, which Django answers 400 without one).
     Only POST: Django parses no other method's body into ``request.POST``.
     """
 
@@ -156,7 +158,7 @@ class UnreadableBodyMiddleware:
         if request.method == "POST":
             try:
                 request.POST  # noqa: B018 - parsed now so that a failure is answered here
-            except (BadRequest, SuspiciousOperation) as exc:
+            except (BadRequest, SuspiciousOperation, MultiPartParserError) as exc:
                 logger.warning("unreadable POST body on %s: %s", request.path, exc)
                 return HttpResponseBadRequest(
                     f"Bad request: {exc} Nothing was done.",

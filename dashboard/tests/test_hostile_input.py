@@ -100,6 +100,19 @@ def test_too_many_form_fields_is_a_clear_400(operator: User) -> None:
     assert "DATA_UPLOAD_MAX_NUMBER_FIELDS" in response.content.decode()
 
 
+def test_a_multipart_body_without_boundary_is_a_clear_400(operator: User) -> None:
+    client, token = csrf_client(operator)
+    response = client.generic(
+        "POST",
+        "/products/1/adjust/",
+        b"--x\r\n",
+        "multipart/form-data",
+        headers={"X-CSRFToken": token},
+    )
+    assert response.status_code == 400
+    assert "Invalid boundary in multipart" in response.content.decode()
+
+
 # --- A bounded fuzz of every route ---------------------------------------------------
 
 # Each route with a "{}" for its id; the ids include real ones, filled in by the test.
