@@ -8,6 +8,7 @@ A malformed value stops the process at start-up instead of surfacing later.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ INSTALLED_APPS = [
     "django_tables2",
     "django_filters",
     "template_partials",
+    "axes",
     "store",
     "dashboard",
 ]
@@ -100,6 +102,9 @@ MIDDLEWARE = [
     "store.caching.SettleBumpsMiddleware",
     # Times every query and logs those over STOREOPS_SLOW_QUERY_MS with their panel.
     "store.querylog.SlowQueryMiddleware",
+    # Parses a POST body once, before anything else reads it: a body Django refuses
+    # (charset=utf-16, too many fields) answers 400 instead of crashing its error views.
+    "dashboard.middleware.UnreadableBodyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -112,6 +117,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a lockout into its page (429, the wait named).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -248,6 +255,30 @@ LOGIN_REDIRECT_URL = "dashboard-index"
 # None: LogoutView says "You have been logged out" (registration/logged_out.html).
 LOGOUT_REDIRECT_URL = None
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+# Login throttling (django-axes): STOREOPS_LOGIN_FAILURE_LIMIT failed logins per
+# username and, separately, per client address lock that username or address for
+# STOREOPS_LOGIN_LOCKOUT_SECONDS; each failure restarts the window. Counters live in
+# the cache (Redis in production; per process with local memory): nothing is written
+# to the database, and a Redis outage lets logins through unthrottled rather than
+# refusing everyone. The address is REMOTE_ADDR: behind a proxy that hides it, set
+# AXES_IPWARE_* accordingly, or every client shares one counter.
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out login is refused before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env_number("STOREOPS_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(
+    seconds=env_number("STOREOPS_LOGIN_LOCKOUT_SECONDS", 60, kind=float, minimum=1)
+)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_CALLABLE = "dashboard.views.accounts.login_locked_out"
+if not REDIS_URL:
+    # axes warns that local memory is per process: true, and accepted for the embedded
+    # default (one `demo` process); production sets REDIS_URL, shared by every worker.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -7,6 +7,10 @@ PostgreSQL, from a replica when the router picks one) and leave as typed values:
 numbers as numbers, money as currency units, timestamps as ISO 8601. CSV on
 PostgreSQL runs the same query through ``COPY ... TO STDOUT`` instead (see
 ``_copy_csv_chunks``): it is the one format the database can write itself.
+
+Text cells a spreadsheet would run as a formula (starting with ``= + - @``, tab or
+carriage return: OWASP's CSV-injection list) get a leading ``'`` in CSV and XLSX,
+so they open as text; numbers are never touched, and JSON carries text as it is.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import Any
 
 import django_tables2 as tables
 from django.db import connections
-from django.db.models import CharField, F, Func, QuerySet
+from django.db.models import Case, CharField, F, Func, QuerySet, Value, When
+from django.db.models.functions import Concat, Left
+from django.db.models.lookups import In
 from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
 from psycopg import ClientCursor
@@ -36,6 +42,12 @@ from dashboard.tables import Kind
 logger = logging.getLogger("dashboard.exports")
 
 CHUNK_ROWS = 5000
+# The response leaves in blocks of at least this many bytes (the last may be smaller):
+# one chunk per row meant one send() per row, and the worker, not the database, set
+# the pace. Rows are formatted a few at a time, so a block is at most this plus a
+# handful of rows: memory stays bounded by the block size, whatever the export's size.
+BLOCK_BYTES = 64 * 1024
+PIECE_ROWS = 64
 # One sheet holds 1,048,576 rows; the first is the header.
 XLSX_MAX_ROWS = 1_048_575
 CONTENT_TYPES = {
@@ -73,13 +85,38 @@ def export_queryset(table: tables.Table) -> QuerySet[Any]:
     return table.data.data
 
 
+# OWASP's CSV-injection triggers: a cell starting with one of these is a formula to
+# Excel, LibreOffice or Sheets ("-" and "+" too: "-1+1" computes).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: str) -> str:
+    """``value`` as a spreadsheet must show it: a formula trigger gets a leading ``'``."""
+    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+
+
 def _sql_text(template: str) -> Callable[[str], Func]:
     return lambda path: Func(F(path), template=template, output_field=CharField())
 
 
+def _sql_neutralised(path: str) -> Case:
+    """``neutralise`` in SQL for COPY: CASE WHEN left(col, 1) IN (...) THEN "'" || col.
+
+    The trigger characters travel as bound parameters; NULL stays NULL.
+    """
+    return Case(
+        When(
+            In(Left(F(path), 1), list(FORMULA_TRIGGERS)),
+            then=Concat(Value("'"), F(path), output_field=CharField()),
+        ),
+        default=F(path),
+        output_field=CharField(),
+    )
+
+
 # On PostgreSQL the database formats what the file needs as text: parsing timestamps
 # and numerics into Python objects only to format them again halves the throughput.
-_PG_TEXT: dict[tuple[str, str], Callable[[str], Func]] = {
+_PG_TEXT: dict[tuple[str, str], Callable[[str], Func | Case]] = {
     (fmt, Kind.DATETIME): _sql_text(
         "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
     )
@@ -88,6 +125,7 @@ _PG_TEXT: dict[tuple[str, str], Callable[[str], Func]] = {
     ("csv", Kind.MONEY): _sql_text("((%(expressions)s) / 100.0)::numeric(20, 2)::text"),
     ("csv", Kind.DECIMAL): _sql_text("(%(expressions)s)::text"),
     ("csv", Kind.BOOL): _sql_text("CASE WHEN %(expressions)s THEN 'true' ELSE 'false' END"),
+    ("csv", Kind.TEXT): _sql_neutralised,
 }
 
 
@@ -99,7 +137,7 @@ def export_values(
     queryset: QuerySet[Any], columns: list[ExportColumn], fmt: str
 ) -> tuple[QuerySet[Any], set[int]]:
     """A values_list queryset of the columns, and the indexes SQL already formatted."""
-    annotations: dict[str, Func] = {}
+    annotations: dict[str, Func | Case] = {}
     fields: list[str] = []
     done: set[int] = set()
     in_sql = _is_postgresql(queryset)
@@ -133,8 +171,13 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
+def _text_cell(value: Any) -> Any:
+    return neutralise(value) if isinstance(value, str) else value
+
+
 # Per format, the conversion each kind needs (None: the value is written as is).
 _CSV: dict[str, Callable[[Any], Any] | None] = {
+    Kind.TEXT: _text_cell,
     Kind.MONEY: _money_text,
     Kind.BOOL: lambda v: "true" if v else "false",
     Kind.DATETIME: _iso,
@@ -146,6 +189,8 @@ _JSON: dict[str, Callable[[Any], Any] | None] = {
     Kind.DATETIME: _iso,
 }
 _XLSX: dict[str, Callable[[Any], Any] | None] = {
+    # openpyxl stores any string starting with "=" as a formula.
+    Kind.TEXT: _text_cell,
     Kind.MONEY: lambda v: Decimal(v) / 100,
     # Spreadsheets have no time zones: write UTC wall-clock time.
     Kind.DATETIME: lambda v: v.astimezone(UTC).replace(tzinfo=None),
@@ -178,29 +223,43 @@ def _csv_header(columns: list[ExportColumn]) -> str:
     return buffer.getvalue()
 
 
+class _RowsEndingInNewline:
+    """A csv.writer target that ends each row in "\\n", as PostgreSQL's COPY does.
+
+    Python's writer quotes only the characters of its own line terminator: with
+    "\\n" a "\\r" inside a value went out unquoted and split the row for readers.
+    So the writer ends rows in "\\r\\n" (both then quoted inside values) and each
+    row, which it writes in one call, is kept with "\\n" instead.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[str] = []
+
+    def write(self, row: str) -> None:
+        self.rows.append(row[:-2] + "\n")
+
+
 def _csv_chunks(rows: Iterable[Any], columns: list[ExportColumn], done: set[int]) -> Iterator[str]:
-    buffer = io.StringIO()
-    # "\n" like PostgreSQL's COPY, so both paths write the same file.
-    writer = csv.writer(buffer, lineterminator="\n")
+    target = _RowsEndingInNewline()
+    writer = csv.writer(target, lineterminator="\r\n")
     yield _csv_header(columns)
     converted = _converted(rows, columns, _CSV, done)
     while True:
-        buffer.seek(0)
-        buffer.truncate()
-        batch = list(islice(converted, CHUNK_ROWS))
+        batch = list(islice(converted, PIECE_ROWS))
         if not batch:
             return
         writer.writerows(batch)
-        yield buffer.getvalue()
+        yield "".join(target.rows)
+        target.rows.clear()
 
 
 def _copy_csv_chunks(queryset: QuerySet[Any], columns: list[ExportColumn]) -> Iterator[bytes]:
     """CSV straight from PostgreSQL's ``COPY (query) TO STDOUT``.
 
     The same annotated query as the cursor path, but the database writes the CSV in C:
-    the worker only forwards blocks (about a million rows per CPU-second instead of
-    three hundred thousand), which holds the rate on a busy machine. Memory stays
-    flat: blocks are forwarded as they arrive.
+    the worker only forwards its rows (about a million rows per CPU-second instead of
+    three hundred thousand), which holds the rate on a busy machine. psycopg hands
+    over one row per COPY message; ``_blocks`` regroups them, so memory stays flat.
     """
     values, _ = export_values(queryset, columns, "csv")
     sql, params = values.query.sql_with_params()
@@ -221,16 +280,24 @@ def _copy_csv_chunks(queryset: QuerySet[Any], columns: list[ExportColumn]) -> It
 def _json_chunks(rows: Iterable[Any], columns: list[ExportColumn], done: set[int]) -> Iterator[str]:
     names = [c.name for c in columns]
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    parts = ["["]
-    separator = "\n"
-    for n, row in enumerate(_converted(rows, columns, _JSON, done), start=1):
-        parts.append(separator + encode(dict(zip(names, row, strict=True))))
+    separator = "[\n"
+    for row in _converted(rows, columns, _JSON, done):
+        yield separator + encode(dict(zip(names, row, strict=True)))
         separator = ",\n"
-        if n % CHUNK_ROWS == 0:
-            yield "".join(parts)
-            parts = []
-    parts.append("\n]\n")
-    yield "".join(parts)
+    yield "[\n]\n" if separator == "[\n" else "\n]\n"
+
+
+def _blocks(pieces: Iterable[str | bytes], size: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """The pieces (a few rows each, or one COPY row) regrouped into blocks of at least
+    ``size`` bytes, the last one excepted. Text is UTF-8, as the response declares."""
+    buffer = bytearray()
+    for piece in pieces:
+        buffer += piece.encode() if isinstance(piece, str) else piece
+        if len(buffer) >= size:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
 
 
 def _logged(chunks: Iterator[Any], what: str) -> Iterator[Any]:
@@ -275,7 +342,9 @@ def export_response(
     else:
         rows, done = export_rows(queryset, columns, fmt)
         chunks = (_csv_chunks if fmt == "csv" else _json_chunks)(rows, columns, done)
-    response = StreamingHttpResponse(_logged(chunks, what), content_type=CONTENT_TYPES[fmt])
+    response = StreamingHttpResponse(
+        _logged(_blocks(chunks), what), content_type=CONTENT_TYPES[fmt]
+    )
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

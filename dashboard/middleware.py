@@ -15,15 +15,20 @@ around each request, so it cannot leak to another request or thread.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.db import connections, transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http.multipartparser import MultiPartParserError
 
 from store import routing
+
+logger = logging.getLogger(__name__)
 
 COOKIE = "storeops_primary"
 SALT = "storeops.stickiness"
@@ -129,3 +134,34 @@ class PrimaryStickinessMiddleware:
             secure=settings.SESSION_COOKIE_SECURE,
             samesite="Lax",
         )
+
+
+class UnreadableBodyMiddleware:
+    """A POST body Django cannot parse answers 400 with Django's own reason.
+
+    Django raises ``BadRequest`` (a form declaring ``charset=utf-16``) or a
+    ``SuspiciousOperation`` (too many fields, a body over the size limit) the first time
+    ``request.POST`` is read, and its 400 and 500 views, which read it again for their
+    CSRF token, raise once more: a 500, even for an anonymous login POST. Parsing it
+    once here, before the CSRF check or a view does, keeps Django's status and gives
+    its reason (a broken multipart body too, which Django answers 400 without one).
+    Only POST: Django parses no other method's body into ``request.POST``.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "POST":
+            try:
+                request.POST  # noqa: B018 - parsed now so that a failure is answered here
+            except (BadRequest, SuspiciousOperation, MultiPartParserError) as exc:
+                logger.warning("unreadable POST body on %s: %s", request.path, exc)
+                return HttpResponseBadRequest(
+                    f"Bad request: {exc} Nothing was done.",
+                    content_type="text/plain; charset=utf-8",
+                )
+        return self.get_response(request)

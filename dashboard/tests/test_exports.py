@@ -17,6 +17,7 @@ from openpyxl import load_workbook
 from dashboard import exports
 from store.models import Product, StockMovement
 from store.selectors.catalog import order_table_rows
+from store.services.stock import stock_adjust
 from store.tests import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -216,3 +217,118 @@ def test_copy_and_cursor_paths_write_the_same_csv(products) -> None:
         assert list(csv.reader(io.StringIO(by_copy.decode()))) == list(
             csv.reader(io.StringIO(by_cursor))
         )
+
+
+def many_products(n: int) -> list[Product]:
+    """Enough rows for several 64 KiB blocks, with quotes, newlines and accents."""
+    shop, category = f.shop("Shop, é"), f.category()
+    Product.objects.bulk_create(
+        Product(
+            shop=shop,
+            category=category,
+            name=f'Product {i} "big", é\nline' if i % 7 == 0 else f"Product {i}",
+            sku=f"B-{i:08d}",
+            price=i * 37,
+            stock=i % 50,
+            initial_stock=i % 50,
+            is_public=i % 3 > 0,
+            rating=Decimal("3.50"),
+        )
+        for i in range(n)
+    )
+    # Microseconds everywhere, so Python's isoformat and PostgreSQL's to_char agree.
+    Product.objects.update(created_at=datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC))
+    return list(Product.objects.order_by("pk"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_streaming_exports_send_blocks_of_at_least_64_kib(viewer_client: Client, fmt: str) -> None:
+    """One chunk per row meant one send() per row; blocks keep the worker at the database's
+    pace. Every block but the last holds at least 64 KiB, and none grows past two (memory
+    stays bounded by the block size, not by the export)."""
+    want = expected_products(Product.objects.filter(pk__in=[p.pk for p in many_products(4000)]))
+    response = viewer_client.get(f"/products/?sort=id&_export={fmt}")
+    assert response.status_code == 200
+    chunks = list(response.streaming_content)
+    sizes = [len(chunk) for chunk in chunks]
+    assert len(chunks) >= 4, sizes
+    assert all(size >= exports.BLOCK_BYTES for size in sizes[:-1]), sizes
+    assert sizes[-1] > 0
+    assert max(sizes) < 2 * exports.BLOCK_BYTES, sizes
+    body = b"".join(chunks).decode()
+    if fmt == "json":
+        rows = json.loads(body)
+        assert [(r["id"], r["name"], r["price"]) for r in rows] == [
+            (w["id"], w["name"], float(w["price"])) for w in want
+        ]
+        return
+    header, *rows = list(csv.reader(io.StringIO(body, newline="")))
+    assert header[:2] == ["id", "name"]
+    assert rows == [
+        [
+            *(str(w["id"]), w["name"], w["sku"], w["shop"], w["category"]),
+            *(f"{w['price']:.2f}", str(w["stock"]), str(w["rating"])),
+            *("true" if w["public"] else "false", w["created"].isoformat()),
+        ]
+        for w in want
+    ]
+
+
+FORMULA = '=HYPERLINK("http://x","y")'
+# OWASP's CSV-injection triggers: each must reach a spreadsheet as text, not a formula.
+TRIGGERS = ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx"]
+
+
+@pytest.fixture
+def hostile_ledger(products: list[Product], operator) -> list[str]:
+    """Adjustments whose reasons a spreadsheet would run, and a product named like one."""
+    reasons = [FORMULA, *TRIGGERS, "plain", "a=b"]
+    for reason in reasons:
+        stock_adjust(product=products[0], delta=-1, actor=operator, reason=reason)
+        stock_adjust(product=products[0], delta=1, actor=operator, reason=reason)
+    Product.objects.filter(pk=products[0].pk).update(name="-minus name")
+    return reasons
+
+
+def neutralised(text: str) -> str:
+    return "'" + text if text[:1] in {"=", "+", "-", "@", "\t", "\r"} else text
+
+
+def test_csv_neutralises_formula_text_but_keeps_numbers(
+    viewer_client: Client, hostile_ledger: list[str]
+) -> None:
+    body, _ = download(viewer_client, "/stock/ledger/?sort=created&_export=csv")
+    rows = list(csv.DictReader(io.StringIO(body.decode(), newline="")))
+    assert [r["reason"] for r in rows] == [neutralised(r) for r in hostile_ledger for _ in (1, 2)]
+    assert rows[0]["reason"] == "'" + FORMULA
+    assert {r["product"] for r in rows} == {"'-minus name"}
+    # Numbers stay numbers: a negative delta is not text.
+    assert [r["delta"] for r in rows[:2]] == ["-1", "1"]
+    assert body.count(b"\n=") == body.count(b",=") == body.count(b',"=') == 0
+
+
+def test_xlsx_writes_formula_text_as_a_string_cell(
+    viewer_client: Client, hostile_ledger: list[str]
+) -> None:
+    body, _ = download(viewer_client, "/stock/ledger/?sort=created&_export=xlsx")
+    sheet = load_workbook(io.BytesIO(body)).active
+    header = [cell.value for cell in sheet[1]]
+    reason, delta, product = (header.index(n) + 1 for n in ("reason", "delta", "product"))
+    first = sheet.cell(row=2, column=reason)
+    assert first.data_type == "s"  # a string cell, not "f" (formula)
+    assert first.value == "'" + FORMULA
+    cells = [sheet.cell(row=n, column=reason) for n in range(2, sheet.max_row + 1)]
+    # XML reads a raw carriage return back as a newline; the leading "'" is what matters.
+    want = [neutralised(r).replace("\r", "\n") for r in hostile_ledger for _ in (1, 2)]
+    assert [c.value for c in cells] == want
+    assert {c.data_type for c in cells} == {"s"}
+    assert sheet.cell(row=2, column=product).value == "'-minus name"
+    assert sheet.cell(row=2, column=delta).value == -1  # still a number
+    assert sheet.cell(row=2, column=delta).data_type == "n"
+
+
+def test_json_keeps_text_as_it_is(viewer_client: Client, hostile_ledger: list[str]) -> None:
+    body, _ = download(viewer_client, "/stock/ledger/?sort=created&_export=json")
+    rows = json.loads(body)
+    assert [r["reason"] for r in rows] == [r for r in hostile_ledger for _ in (1, 2)]
+    assert rows[0]["delta"] == -1

@@ -17,11 +17,16 @@ from store.sharding import shard_for_user
 
 logger = logging.getLogger(__name__)
 RECENT_ORDERS = 20
+# User ids are positive bigints; the URL's <int:...> takes any digits, and a larger
+# number overflows the shard hash and the database's integer before any lookup.
+MAX_USER_ID = 2**63 - 1
 
 
 @require_GET
 @permission_required("store.view_dashboard")
 def customer_detail(request: HtmxHttpRequest, user_id: int) -> HttpResponse:
+    if not 0 < user_id <= MAX_USER_ID:
+        raise Http404(f"There is no customer with user id {user_id}.")
     orders = list(order_table_rows().filter(customer_id=user_id)[:RECENT_ORDERS])
     try:
         customer = customer_view(user_id=user_id)

@@ -47,7 +47,10 @@ def _push_url(request: HtmxHttpRequest, run: panels.PanelRun) -> str | None:
     the panel's own page when it is open alone. Polling pushes nothing."""
     if not (request.htmx.trigger or "").startswith(f"{run.name}-controls"):
         return None
-    current = urlsplit(request.htmx.current_url or "")
+    try:
+        current = urlsplit(request.htmx.current_url or "")
+    except ValueError:  # a malformed header ("http://[::1"): answer, push nothing
+        return None
     index = reverse("dashboard-index")
     if current.path != index:
         return run.url
