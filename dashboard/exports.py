@@ -66,15 +66,20 @@ class ExportTooLarge(Exception):
 
 @dataclass(frozen=True)
 class ExportColumn:
-    name: str
+    name: str  # the machine name: CSV and JSON headers
     path: str
     kind: str
+    label: str = ""  # the on-screen header: XLSX, read by people
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
 
 
 def export_columns(table: tables.Table) -> list[ExportColumn]:
     """The table's visible, exportable columns, in order, with their ORM paths."""
     return [
-        ExportColumn(bound.name, str(bound.accessor), bound.column.export_kind)
+        ExportColumn(bound.name, str(bound.accessor), bound.column.export_kind, str(bound.header))
         for bound in table.columns
         if not bound.column.exclude_from_export
     ]
@@ -349,8 +354,16 @@ def export_response(
     return response
 
 
+# Money as currency with two decimals, times as people read them; widths by kind.
+XLSX_FORMATS = {Kind.MONEY: "#,##0.00", Kind.DATETIME: "yyyy-mm-dd hh:mm:ss"}
+XLSX_WIDTHS = {Kind.TEXT: 28, Kind.DATETIME: 20, Kind.MONEY: 14}
+
+
 def _xlsx_file(queryset: QuerySet[Any], columns: list[ExportColumn], *, title: str) -> Any:
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
 
     # A bounded count (stops at the limit) rather than COUNT(*) of everything.
     if queryset.order_by()[: XLSX_MAX_ROWS + 1].count() > XLSX_MAX_ROWS:
@@ -358,10 +371,30 @@ def _xlsx_file(queryset: QuerySet[Any], columns: list[ExportColumn], *, title: s
     # Write-only mode keeps one row in memory; the workbook spools to a temp file.
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(title=title)
-    sheet.append([c.name for c in columns])
+    # What comes before the rows in the file: widths and the frozen header.
+    for index, column in enumerate(columns, start=1):
+        width = max(len(column.title) + 4, XLSX_WIDTHS.get(column.kind, 12))
+        sheet.column_dimensions[get_column_letter(index)].width = width
+    sheet.freeze_panes = "A2"
+    header = []
+    for column in columns:
+        cell = WriteOnlyCell(sheet, value=column.title)
+        cell.font = Font(bold=True)
+        header.append(cell)
+    sheet.append(header)
+    formats = {i: XLSX_FORMATS[c.kind] for i, c in enumerate(columns) if c.kind in XLSX_FORMATS}
+    count = 0
     rows, done = export_rows(queryset, columns, "xlsx")
     for row in _converted(rows, columns, _XLSX, done):
-        sheet.append(list(row))
+        values = list(row)
+        for i, number_format in formats.items():
+            if values[i] is not None:
+                cell = WriteOnlyCell(sheet, value=values[i])
+                cell.number_format = number_format
+                values[i] = cell
+        sheet.append(values)
+        count += 1
+    sheet.auto_filter.ref = f"A1:{get_column_letter(max(len(columns), 1))}{count + 1}"
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it
     workbook.save(spool)
     spool.seek(0)

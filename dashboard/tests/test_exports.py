@@ -110,11 +110,14 @@ def test_xlsx_round_trips_the_rows(viewer_client: Client, products) -> None:
     body, content_type = download(viewer_client, "/products/?sort=name&_export=xlsx")
     assert content_type == exports.CONTENT_TYPES["xlsx"]
     sheet = load_workbook(io.BytesIO(body), read_only=True).active
-    header, *rows = list(sheet.iter_rows(values_only=True))
-    assert list(header) == [
-        *("id", "name", "sku", "shop", "category"),
-        *("price", "stock", "rating", "public", "created"),
+    labels, *rows = list(sheet.iter_rows(values_only=True))
+    # People read XLSX: the on-screen headers (CSV and JSON keep the machine names).
+    assert list(labels) == [
+        *("#", "Name", "SKU", "Shop", "Category"),
+        *("Price", "Stock", "Rating", "Public", "Created"),
     ]
+    header = ("id", "name", "sku", "shop", "category", "price", "stock", "rating", "public")
+    header += ("created",)
     want = expected_products(Product.objects.order_by("name", "pk"))
     got = [dict(zip(header, row, strict=True)) for row in rows]
     assert [g["id"] for g in got] == [w["id"] for w in want]
@@ -313,7 +316,7 @@ def test_xlsx_writes_formula_text_as_a_string_cell(
     body, _ = download(viewer_client, "/stock/ledger/?sort=created&_export=xlsx")
     sheet = load_workbook(io.BytesIO(body)).active
     header = [cell.value for cell in sheet[1]]
-    reason, delta, product = (header.index(n) + 1 for n in ("reason", "delta", "product"))
+    reason, delta, product = (header.index(n) + 1 for n in ("Reason", "Delta", "Product"))
     first = sheet.cell(row=2, column=reason)
     assert first.data_type == "s"  # a string cell, not "f" (formula)
     assert first.value == "'" + FORMULA
@@ -332,3 +335,21 @@ def test_json_keeps_text_as_it_is(viewer_client: Client, hostile_ledger: list[st
     rows = json.loads(body)
     assert [r["reason"] for r in rows] == [r for r in hostile_ledger for _ in (1, 2)]
     assert rows[0]["delta"] == -1
+
+
+def test_xlsx_is_ready_to_read_labels_bold_frozen_filtered_and_formatted(
+    viewer_client: Client, products
+) -> None:
+    from openpyxl import load_workbook
+
+    body, _ = download(viewer_client, "/products/?sort=name&_export=xlsx")
+    sheet = load_workbook(io.BytesIO(body)).active
+    header = [cell for cell in next(sheet.iter_rows(max_row=1))]
+    assert [c.value for c in header][:3] == ["#", "Name", "SKU"]  # the on-screen labels
+    assert all(c.font.bold for c in header)
+    assert sheet.freeze_panes == "A2"
+    assert sheet.auto_filter.ref == f"A1:{header[-1].column_letter}{sheet.max_row}"
+    price = [c.value for c in header].index("Price")
+    first = next(sheet.iter_rows(min_row=2, max_row=2))
+    assert first[price].number_format == "#,##0.00"
+    assert sheet.column_dimensions["B"].width >= 20
