@@ -811,6 +811,7 @@ def phase(
         if f["aged"]:
             run.record(f"{prefix}: {endpoint} data age p50", f["age p50"], unit="s")
             run.record(f"{prefix}: {endpoint} data age p99", f["age p99"], unit="s")
+    run.note(_table(prefix, figures))
     panel_samples = [s for s in samples if s.endpoint != "/"]
     run.record(
         f"{prefix}: all panels p50", percentile([s.ms for s in panel_samples], 50), unit="ms"
@@ -845,6 +846,21 @@ def phase(
     return figures
 
 
+def _table(prefix: str, figures: dict[str, dict[str, float]]) -> str:
+    """The phase at a glance: one line per endpoint."""
+    lines = [
+        f"{prefix}:",
+        f"  {'endpoint':<16} {'n':>5} {'failed':>6} {'p50 ms':>9} {'p99 ms':>9} "
+        f"{'age p50 s':>9} {'age p99 s':>9}",
+    ]
+    for endpoint, f in figures.items():
+        lines.append(
+            f"  {endpoint:<16} {f['requests']:>5} {f['failed']:>6} {f['p50']:>9,.0f} "
+            f"{f['p99']:>9,.0f} {f['age p50']:>9.1f} {f['age p99']:>9.1f}"
+        )
+    return "\n".join(lines)
+
+
 def targets(run: harness.Run) -> None:
     for name, value, unit in (
         ("target: panel p99", PANEL_P99_MS, "ms"),
@@ -856,7 +872,7 @@ def targets(run: harness.Run) -> None:
         run.record(name, value, unit=unit)
 
 
-def compare(run: harness.Run, size: str, panels: list[str], seconds: int) -> None:
+def compare(run: harness.Run, size: str, panels: list[str]) -> None:
     """Targets, and writes against no writes, for one size."""
     quiet, busy = f"{size} no-writes", f"{size} writes"
     for endpoint in ["/", *panels, "all panels"]:
@@ -881,6 +897,10 @@ def compare(run: harness.Run, size: str, panels: list[str], seconds: int) -> Non
             "target: PG CPU share",
             at_most=1.0,
         )
+    for kind in RATES:
+        achieved = f"{busy}: achieved {kind}/s"
+        if achieved in run.measurements:
+            run.ratio(f"{busy}: achieved / target {kind}", achieved, f"{busy}: target {kind}/s")
     run.ratio(
         f"{size}: PG CPU writes / none",
         f"{busy}: PG CPU s/min, dashboard",
@@ -972,6 +992,10 @@ def one_size(
         return panels
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(
     run: harness.Run,
     *,
@@ -985,8 +1009,10 @@ def run(
         raise SystemExit(
             "bounded runs only: --seconds 1..600, --viewers 1..100, --http-seconds 1..60"
         )
-    # A plain `kill` unwinds like Ctrl-C, so gunicorn, the writer and the clone go too.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C (even when started in the background, where SIGINT is inherited as
+    # ignored) and a plain `kill` unwind alike: gunicorn, the writer and the clone go.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     targets(run)
     sizes = ["2m", "8m"] if size == "both" else [size]
     run.note(
@@ -998,6 +1024,6 @@ def run(
     panels: list[str] = []
     for one in sizes:
         panels = one_size(run, one, seconds=seconds, viewers=viewers, http_seconds=http_seconds)
-        compare(run, one, panels, seconds)
+        compare(run, one, panels)
     if len(sizes) == 2:
         growth(run, panels)
