@@ -677,15 +677,16 @@ def export_ratio(
     for _ in range(HTTP_REPS):  # interleaved
         started = time.perf_counter()
         out = subprocess.run(
-            ["psql", db, "-X", "-q", "-c", f"\\copy ({select}) to /dev/null with (format csv)"],
+            ["psql", db, "-X", "-c", f"\\copy ({select}) to /dev/null with (format csv)"],
             check=True,
             capture_output=True,
             text=True,
             timeout=600,
         )
         psql_rates.append(products / (time.perf_counter() - started))
-        if out.stderr.strip():
-            raise RuntimeError(f"psql \\copy: {out.stderr}")
+        copied = re.search(r"COPY (\d+)", out.stdout)
+        if out.stderr.strip() or not copied or int(copied.group(1)) != products:
+            raise RuntimeError(f"psql \\copy: {out.stdout} {out.stderr}")
         started = time.perf_counter()
         curl = subprocess.Popen(
             [
@@ -752,8 +753,14 @@ def _start_writer(env: dict[str, str], seconds: float) -> tuple[Any, Any]:
     }
     proc = context.Process(target=_writer, args=(writer_env, seconds, theirs), daemon=True)
     proc.start()
-    if not ours.poll(300) or ours.recv() != "ready":
-        raise RuntimeError("the write stream did not get ready in 300 s")
+    deadline = time.monotonic() + 300
+    while not ours.poll(1):
+        if not proc.is_alive() or time.monotonic() > deadline:
+            proc.terminate()
+            proc.join(timeout=10)
+            raise RuntimeError(f"the write stream did not get ready (exit code {proc.exitcode})")
+    if ours.recv() != "ready":
+        raise RuntimeError("the write stream said something else than ready")
     return proc, ours
 
 
