@@ -70,6 +70,7 @@ MONITOR_APP = "storeops-bench-monitor"
 OPERATOR = "bench-live-operator"
 PERIOD = 5.0  # each viewer reloads the dashboard this often
 REQUEST_TIMEOUT = 60.0
+BROWSER_CONNECTIONS = 6  # per viewer, as browsers do for HTTP/1.1
 IDLE_RECONNECT = 1.5  # below gunicorn's 2 s keep-alive: never reuse a socket it may close
 SAMPLE_EVERY = 0.5
 COLD_REPS = 3
@@ -192,31 +193,35 @@ def viewers_load(
     skipped = 0
     start = time.monotonic() + 0.2
     end = start + seconds
-    pool = ThreadPoolExecutor(max_workers=min(64, 4 * len(cookies)), thread_name_prefix="panel")
 
     def keep(sample: Sample) -> None:
         with lock:
             samples.append(sample)
 
+    def reload(cookie: str, pool: ThreadPoolExecutor) -> None:
+        keep(_fetch(client, "/", "/", cookie, hx=False))
+        # The page's panels then load themselves at once (hx-trigger="load").
+        futures = [
+            pool.submit(
+                lambda name=name: keep(_fetch(client, name, f"/panels/{name}/", cookie, True))
+            )
+            for name in panels
+        ]
+        wait(futures, timeout=2 * REQUEST_TIMEOUT)
+
     def viewer(n: int, cookie: str) -> None:
         nonlocal skipped
         tick = start + n * PERIOD / len(cookies)
-        while tick < end:
-            time.sleep(max(0.0, tick - time.monotonic()))
-            keep(_fetch(client, "/", "/", cookie, hx=False))
-            # The page's panels load themselves at once (hx-trigger="load").
-            futures = [
-                pool.submit(
-                    lambda name=name: keep(_fetch(client, name, f"/panels/{name}/", cookie, True))
-                )
-                for name in panels
-            ]
-            wait(futures, timeout=2 * REQUEST_TIMEOUT)
-            tick += PERIOD
-            while tick < time.monotonic():
+        # A browser opens at most 6 HTTP/1.1 connections to one host.
+        with ThreadPoolExecutor(BROWSER_CONNECTIONS, thread_name_prefix=f"viewer-{n}") as pool:
+            while tick < end:
+                time.sleep(max(0.0, tick - time.monotonic()))
+                reload(cookie, pool)
                 tick += PERIOD
-                with lock:
-                    skipped += 1
+                while tick < time.monotonic():  # still loading when the next was due
+                    tick += PERIOD
+                    with lock:
+                        skipped += 1
 
     threads = [
         threading.Thread(target=viewer, args=(n, cookie), daemon=True, name=f"viewer-{n}")
@@ -226,7 +231,6 @@ def viewers_load(
         thread.start()
     for thread in threads:
         thread.join(timeout=max(0.0, end - time.monotonic()) + 3 * REQUEST_TIMEOUT)
-    pool.shutdown(wait=True, cancel_futures=True)
     with lock:
         return list(samples), skipped
 
@@ -251,6 +255,12 @@ def requests_per_second(
         found = re.search(r"Requests/sec:\s+([\d.]+)", out)
         if not found:
             raise RuntimeError(f"wrk printed no requests/s:\n{out}")
+        # wrk stops its clock with requests still queued in gunicorn; let them finish
+        # (at most its slowest latency) so they do not slow down the next measurement.
+        slowest = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m)\b", out)
+        if slowest:
+            scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[slowest.group(2)]
+            time.sleep(min(30.0, float(slowest.group(1)) * scale) + 0.2)
         return float(found.group(1))
     client = Client(client_port)
     end = time.monotonic() + seconds
@@ -650,6 +660,8 @@ def http_ratios(
             status, _ = client.get(path, headers)
             if status != 200:
                 raise RuntimeError(f"{path} answered {status} to a logged-in viewer")
+    for path, hx in targets.values():  # a second of each first, unrecorded: warm workers
+        requests_per_second(port, path, viewer, hx, 1)
     rates: dict[str, list[float]] = {name: [] for name in targets}
     for _ in range(HTTP_REPS):  # interleaved
         for name, (path, hx) in targets.items():
