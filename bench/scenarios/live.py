@@ -255,12 +255,7 @@ def requests_per_second(
         found = re.search(r"Requests/sec:\s+([\d.]+)", out)
         if not found:
             raise RuntimeError(f"wrk printed no requests/s:\n{out}")
-        # wrk stops its clock with requests still queued in gunicorn; let them finish
-        # (at most its slowest latency) so they do not slow down the next measurement.
-        slowest = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m)\b", out)
-        if slowest:
-            scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[slowest.group(2)]
-            time.sleep(min(30.0, float(slowest.group(1)) * scale) + 0.2)
+        settle(client_port)
         return float(found.group(1))
     client = Client(client_port)
     end = time.monotonic() + seconds
@@ -277,6 +272,24 @@ def requests_per_second(
         for future in [pool.submit(loop, n) for n in range(connections)]:
             future.result()
     return sum(counts) / seconds
+
+
+def settle(port: int, *, fast_ms: float = 20.0, limit: float = 60.0) -> None:
+    """Wait until gunicorn is idle: wrk stops its clock with requests still queued,
+    which would slow down the next measurement. Idle = three /healthz in a row, each
+    on a new connection (so either worker may take it), answered within fast_ms."""
+    deadline = time.monotonic() + limit
+    fast = 0
+    while fast < 3 and time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=limit)
+        started = time.perf_counter()
+        try:
+            conn.request("GET", "/healthz", headers={"Host": "127.0.0.1"})
+            conn.getresponse().read()
+        finally:
+            conn.close()
+        fast = fast + 1 if (time.perf_counter() - started) * 1000 < fast_ms else 0
+        time.sleep(0.05)
 
 
 def _have(program: str) -> bool:
