@@ -318,6 +318,7 @@ class BackendCpu:
         self.last: dict[int, tuple[str, float]] = {}
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self.started = self.elapsed = 0.0
 
     def _backends(self) -> dict[int, str]:
         rows = self.conn.execute(
@@ -352,6 +353,7 @@ class BackendCpu:
             self._sample()
 
     def start(self) -> None:
+        self.started = time.monotonic()
         self.base, self.last = {}, {}
         self._sample(first=True)
         self.stop.clear()
@@ -359,11 +361,13 @@ class BackendCpu:
         self.thread.start()
 
     def finish(self) -> dict[str, tuple[float, int]]:
-        """Per application_name: CPU seconds since start() and how many backends."""
+        """Per application_name: CPU seconds since start() and how many backends;
+        ``self.elapsed`` is the wall time they were used in."""
         self.stop.set()
         if self.thread is not None:
             self.thread.join(timeout=10)
         self._sample()
+        self.elapsed = time.monotonic() - self.started
         totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         for pid, (app, cpu) in self.last.items():
             totals[app][0] += cpu - self.base[pid]
@@ -855,13 +859,16 @@ def phase(
     failed = sum(1 for s in samples if s.status != 200)
     run.record(f"{prefix}: failed responses", failed, unit="n")
     run.record(f"{prefix}: skipped reloads", skipped, unit="n")
+    # Per wall second from the phase's start until its last response (late responses
+    # to requests sent within the phase run past its end; their CPU belongs to it).
     web, backends = used.get(WEB_APP, (0.0, 0))
-    run.record(f"{prefix}: PG CPU s/min, dashboard", web * 60 / seconds, unit="s")
-    run.record(f"{prefix}: PG CPU share of a core", web / seconds, unit="core")
+    run.record(f"{prefix}: wall time incl. late responses", cpu.elapsed, unit="s")
+    run.record(f"{prefix}: PG CPU s/min, dashboard", web * 60 / cpu.elapsed, unit="s")
+    run.record(f"{prefix}: PG CPU share of a core", web / cpu.elapsed, unit="core")
     notes = [f"{backends} web backends"]
     if writes and done is not None:
         writes_cpu, _ = used.get(WRITES_APP, (0.0, 0))
-        run.record(f"{prefix}: PG CPU s/min, write stream", writes_cpu * 60 / seconds, unit="s")
+        run.record(f"{prefix}: PG CPU s/min, write stream", writes_cpu * 60 / cpu.elapsed, unit="s")
         for kind, result in done.items():
             run.record(f"{prefix}: achieved {kind}/s", result["done"] / seconds, unit="/s")
             run.record(f"{prefix}: target {kind}/s", RATES[kind], unit="/s")
