@@ -23,12 +23,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="reseed the 1M-product template database first",
     )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    module = importlib.import_module(f"bench.scenarios.{args.scenario}")
+    # A scenario may take options of its own (``add_arguments``), passed to its run().
+    options: dict[str, object] = {}
+    if hasattr(module, "add_arguments"):
+        own = argparse.ArgumentParser(prog=f"python -m bench {args.scenario}")
+        module.add_arguments(own)
+        options = vars(own.parse_args(rest))
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.rebuild_template:
         harness.build_template(force=True)
-    module = importlib.import_module(f"bench.scenarios.{args.scenario}")
     run = harness.Run(scenario=args.scenario)
-    module.run(run, reps=args.reps)
+    module.run(run, reps=args.reps, **options)
     print(run.report())
     path = run.save()
     print(f"\nJSON: {path}")

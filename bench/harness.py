@@ -39,6 +39,11 @@ TEMPLATE_PLAN = {
     "categories": 20,
     "seed": 42,
 }
+# The same store kept four times as long (issue 10): same catalogue, 360 days of
+# orders, the last 90 of which look like TEMPLATE_PLAN's (about 8,000,000 items).
+TEMPLATE_8M = "storeops_bench_template_8m"
+TEMPLATE_PLAN_8M = TEMPLATE_PLAN | {"orders": 3_320_000, "history_days": 360}
+SIZES = {"2m": (TEMPLATE, TEMPLATE_PLAN), "8m": (TEMPLATE_8M, TEMPLATE_PLAN_8M)}
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -61,17 +66,17 @@ def django_env(base: str) -> dict[str, str]:
     }
 
 
-def _marker() -> str:
-    return "storeops-bench-complete " + json.dumps(TEMPLATE_PLAN, sort_keys=True)
+def _marker(size: str = "2m") -> str:
+    return "storeops-bench-complete " + json.dumps(SIZES[size][1], sort_keys=True)
 
 
-def template_ready() -> bool:
+def template_ready(size: str = "2m") -> bool:
     with _admin() as conn:
         row = conn.execute(
             "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-            [TEMPLATE],
+            [SIZES[size][0]],
         ).fetchone()
-    return row is not None and row[0] == _marker()
+    return row is not None and row[0] == _marker(size)
 
 
 def drop_databases(base: str) -> None:
@@ -103,34 +108,38 @@ def create_empty(base: str) -> dict[str, str]:
     return django_env(base)
 
 
-def build_template(*, force: bool = False) -> None:
-    if template_ready() and not force:
+def build_template(*, force: bool = False, size: str = "2m") -> None:
+    """Seed the template of ``size`` ("2m" or "8m") unless a complete one exists."""
+    template, plan = SIZES[size]
+    if template_ready(size) and not force:
         return
     print(
-        f"Building {TEMPLATE} once ({TEMPLATE_PLAN['products']:,} products); later runs clone it.",
+        f"Building {template} once ({plan['products']:,} products, {plan['orders']:,} orders); "
+        "later runs clone it.",
         flush=True,
     )
-    env = os.environ | create_empty(TEMPLATE)
-    args = [f"--{key}={value}" for key, value in TEMPLATE_PLAN.items()]
+    env = os.environ | create_empty(template)
+    args = [f"--{key.replace('_', '-')}={value}" for key, value in plan.items()]
     subprocess.run([sys.executable, "manage.py", "seed_demo", *args], cwd=ROOT, env=env, check=True)
-    for name in database_names(TEMPLATE):
+    for name in database_names(template):
         with psycopg.connect(f"{SERVER}/{name}", autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
     with _admin() as conn:
         conn.execute(
             sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(TEMPLATE), sql.Literal(_marker())
+                sql.Identifier(template), sql.Literal(_marker(size))
             )
         )
 
 
 @contextmanager
-def cloned(base: str) -> Iterator[dict[str, str]]:
-    """Clone the template into ``base`` (+ shards) for one run; dropped afterwards."""
-    build_template()
+def cloned(base: str, *, size: str = "2m") -> Iterator[dict[str, str]]:
+    """Clone the template of ``size`` into ``base`` (+ shards) for one run; dropped afterwards."""
+    build_template(size=size)
+    template = SIZES[size][0]
     drop_databases(base)
     with _admin() as conn:
-        for source, target in zip(database_names(TEMPLATE), database_names(base), strict=True):
+        for source, target in zip(database_names(template), database_names(base), strict=True):
             conn.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
                     sql.Identifier(target), sql.Identifier(source)

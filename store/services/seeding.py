@@ -136,15 +136,19 @@ class SeedPlan:
     orders: int = 5_000
     customers: int = 500
     seed: int = 42
+    # How far back orders go. Beyond the default 90 days the store has simply been
+    # open longer: the last 90 days look as they do with 90, older orders are spread
+    # evenly over the rest (same catalogue, a longer history).
+    history_days: int = ORDER_DAYS
     # Timestamps are relative to this instant; pass it to reproduce a data set exactly.
     now: datetime = field(
         default_factory=lambda: timezone.now().replace(minute=0, second=0, microsecond=0)
     )
 
     def __post_init__(self) -> None:
-        for name in ("shops", "categories", "products", "customers"):
+        for name in ("shops", "categories", "products", "customers", "history_days"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1")
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if self.orders < 0:
             raise ValueError("--orders must not be negative")
 
@@ -371,18 +375,28 @@ def _load_orders(
     orders_total = items_total = 0
     item_id = 1
     n_products = len(prices)
+    days = plan.history_days
     for chunk, first, stop in _chunks(plan.orders):
         rng = _rng(plan, "orders", chunk)
         orders, items = [], []
         for pk in range(first, stop):
             customer = 1 + int(plan.customers * rng.random() ** 2)
-            # More orders recently: the age skews towards today.
-            age = ORDER_DAYS * 86400 * rng.random() ** 1.6
+            # More orders recently: the age skews towards today. A longer history
+            # puts a share 90/days in the recent 90 days with that same skew (so
+            # they match the 90-day data set) and spreads the rest evenly before it;
+            # the default plan draws exactly the numbers it always drew.
+            if days <= ORDER_DAYS or rng.random() < ORDER_DAYS / days:
+                age = min(days, ORDER_DAYS) * 86400 * rng.random() ** 1.6
+            else:
+                age = (ORDER_DAYS + (days - ORDER_DAYS) * rng.random()) * 86400
             created = plan.now - timedelta(seconds=int(age))
             roll = rng.random()
             paid = roll < 0.72
             cancelled = created + timedelta(hours=2) if 0.72 <= roll < 0.75 else None
-            paid_at = created + timedelta(minutes=rng.randint(1, 600)) if paid else None
+            # An order placed just now is not paid in the future.
+            paid_at = (
+                min(plan.now, created + timedelta(minutes=rng.randint(1, 600))) if paid else None
+            )
             total = 0
             lines = 1 + int(rng.random() ** 1.7 * 5)
             for _ in range(lines):

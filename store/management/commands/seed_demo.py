@@ -17,6 +17,12 @@ class Command(BaseCommand):
         defaults = SeedPlan.__dataclass_fields__
         for name in ("shops", "categories", "products", "orders", "customers", "seed"):
             parser.add_argument(f"--{name}", type=int, default=defaults[name].default)
+        parser.add_argument(
+            "--history-days",
+            type=int,
+            default=defaults["history_days"].default,
+            help="Days of order history (default 90); the last 90 look the same whatever this is.",
+        )
         parser.add_argument("--no-progress", action="store_true", help="Print no progress bar.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -24,7 +30,15 @@ class Command(BaseCommand):
             plan = SeedPlan(
                 **{
                     k: options[k]
-                    for k in ("shops", "categories", "products", "orders", "customers", "seed")
+                    for k in (
+                        "shops",
+                        "categories",
+                        "products",
+                        "orders",
+                        "customers",
+                        "seed",
+                        "history_days",
+                    )
                 }
             )
         except ValueError as exc:

@@ -105,3 +105,75 @@ def test_bulk_load_restores_every_index_and_foreign_key() -> None:
     assert any("FOREIGN KEY" in definition for _, definition in before)
     seed_demo(plan=_plan())
     assert _schema_objects() == before
+
+
+def _ages_in_days(queryset=None) -> list[float]:
+    orders = Order.objects.all() if queryset is None else queryset
+    return [
+        (NOW - created).total_seconds() / 86400
+        for created in orders.values_list("created_at", flat=True)
+    ]
+
+
+def test_paid_at_never_lies_in_the_future() -> None:
+    seed_demo(plan=_plan())
+    paid = Order.objects.filter(paid=True)
+    assert paid.exists()
+    assert not paid.filter(paid_at__gt=NOW).exists()
+    assert not paid.filter(paid_at__lt=F("created_at")).exists()
+    assert not Order.objects.filter(paid=True, paid_at__isnull=True).exists()
+
+
+def test_a_longer_history_keeps_the_last_90_days_alike() -> None:
+    # The same store kept four times as long: four times the orders over 360 days.
+    seed_demo(plan=_plan())
+    short = sorted(_ages_in_days())
+    _wipe()
+    seed_demo(plan=SeedPlan(**{**_plan().__dict__, "orders": 1600, "history_days": 360}))
+    long = sorted(_ages_in_days())
+    recent = [age for age in long if age < 90]
+    assert max(short) < 90
+    assert max(long) < 360
+    assert sum(1 for age in long if age > 180) > 400, "older history is spread over the year"
+    # About a quarter of the orders fall in the last 90 days (400 +- 3 sd of a binomial).
+    assert 350 <= len(recent) <= 450
+    # ... skewed towards today as in the 90-day data set: both follow the seed's age
+    # distribution (age = 90 days x u^1.6), within 4 standard errors at each quartile.
+    for q in (0.25, 0.5, 0.75):
+        age = 90 * q**1.6
+        for ages in (short, recent):
+            share = sum(1 for a in ages if a < age) / len(ages)
+            assert abs(share - q) < 4 * (q * (1 - q) / len(ages)) ** 0.5, (q, share)
+
+
+def test_a_history_up_to_90_days_draws_the_same_numbers() -> None:
+    # Only the ages scale: every later draw (items, products, quantities) is unchanged,
+    # so the default plan (90 days) gives the rows it always gave.
+    seed_demo(plan=_plan())
+    items = _snapshot()[2]
+    _wipe()
+    seed_demo(plan=SeedPlan(**{**_plan().__dict__, "history_days": 30}))
+    assert _snapshot()[2] == items
+    assert max(_ages_in_days()) < 30
+
+
+def test_rejects_a_history_shorter_than_a_day() -> None:
+    with pytest.raises(ValueError, match="--history-days must be at least 1"):
+        SeedPlan(history_days=0)
+
+
+def test_seed_demo_command_takes_the_history_length() -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--history-days must be at least 1"):
+        call_command("seed_demo", "--history-days=0", "--no-progress")
+    call_command(
+        "seed_demo",
+        "--products=50",
+        "--orders=200",
+        "--customers=10",
+        "--history-days=720",
+        "--no-progress",
+    )
+    oldest = Order.objects.order_by("created_at").values_list("created_at", flat=True)[0]
+    assert (Order.objects.latest("created_at").created_at - oldest).days > 90
