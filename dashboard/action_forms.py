@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from typing import Any
 
 from django import forms
 
 from store.models import Category, Shop
+from store.money import MoneyField
 from store.services.prices import MAX_PERCENT, MIN_PERCENT
 from store.services.stock import MAX_UNITS
 
@@ -27,35 +27,6 @@ def _reason_field() -> forms.CharField:
         required=False,
         widget=forms.TextInput(attrs={"class": "form-control form-control-sm"}),
     )
-
-
-class MoneyField(forms.DecimalField):
-    """Currency units in the form ("12.34"), integer cents in ``cleaned_data`` (1234).
-
-    At most two decimals (a third would be silently rounded away otherwise), not
-    negative, and no more cents than the integer column holds.
-    """
-
-    def __init__(self, *, max_cents: int, **kw: Any) -> None:
-        kw.setdefault("widget", forms.NumberInput(attrs={"class": "form-control form-control-sm"}))
-        super().__init__(
-            min_value=Decimal(0),
-            max_value=Decimal(max_cents) / 100,
-            max_digits=len(str(max_cents)) + 1,
-            decimal_places=2,
-            **kw,
-        )
-        self.widget.attrs.setdefault("step", "0.01")
-
-    def prepare_value(self, value: Any) -> Any:
-        # Initial values come from the model in cents; submitted ones are already units.
-        if isinstance(value, int):
-            return f"{Decimal(value) / 100:.2f}"
-        return super().prepare_value(value)
-
-    def clean(self, value: Any) -> int | None:
-        units = super().clean(value)
-        return None if units is None else int(units * 100)
 
 
 class IdempotentForm(forms.Form):

@@ -159,12 +159,24 @@ def test_a_server_error_says_so_plainly(page: Page, live_server, operator, lamp)
     expect(page.get_by_text("Bad Gateway")).to_have_count(0)
 
 
-def test_a_cancelled_and_refunded_order_shows_refunded(
+def _revenue_shown(page: Page, live_server, lamp: Product) -> tuple[Locator, Locator]:
+    page.goto(f"{live_server.url}/?trending-window=24h")
+    trending = page.locator('[data-panel="trending"]')
+    category = page.locator(
+        f'[data-panel="category-stats"] tr[data-category="{lamp.category.name}"]'
+    )
+    return trending, category.locator('[data-testid="category-revenue"]')
+
+
+def test_a_cancelled_and_refunded_order_shows_refunded_and_leaves_revenue(
     page: Page, live_server, operator, lamp
 ) -> None:
     order = order_place(user=operator, shop=lamp.shop, lines=[(lamp.pk, 1)])
     payment_process(order=order.pk, amount=order.total, idempotency_key="paid-e2e-2", actor=None)
     _sign_in(page, live_server, operator)
+    trending, revenue = _revenue_shown(page, live_server, lamp)
+    expect(trending).to_contain_text("Nearly Gone Lamp")
+    expect(revenue).to_have_text("10.00")
     page.goto(f"{live_server.url}/orders/")
     row = page.locator(f'tr[data-row-id="{order.pk}"]')
     expect(row.locator("[data-status]")).to_have_text("paid")
@@ -174,3 +186,7 @@ def test_a_cancelled_and_refunded_order_shows_refunded(
     form.get_by_role("button", name="Cancel order and restock").click()
     # order-cancelled re-read the table: the row tells the truth now.
     expect(row.locator("[data-status]")).to_have_text("refunded")
+    # And the refunded money left the revenue figures.
+    trending, revenue = _revenue_shown(page, live_server, lamp)
+    expect(revenue).to_have_text("0.00")
+    expect(trending).not_to_contain_text("Nearly Gone Lamp")

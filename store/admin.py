@@ -23,8 +23,9 @@ from store.models import (
     Shop,
     StockMovement,
 )
-from store.money import format_money
+from store.money import MoneyField, format_money
 from store.services.catalog import product_delete, product_save
+from store.services.stock import MAX_UNITS
 from store.sharding import shard_for_user
 
 
@@ -55,6 +56,8 @@ def total_display(order: Order) -> str:
 class ProductAdminForm(forms.ModelForm):
     # The version this form was rendered with; the service refuses a stale one.
     seen_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    # Currency units on screen, integer cents stored: as everywhere in the console.
+    price = MoneyField(max_cents=MAX_UNITS, label="Price", widget=forms.NumberInput)
 
     class Meta:
         model = Product

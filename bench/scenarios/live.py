@@ -1025,10 +1025,25 @@ def one_size(
                     f"{size}: gunicorn 2 workers x 4 threads (gthread), worker peak RSS "
                     + ", ".join(f"{peak_rss_mb(pid):.0f} MB" for pid in workers)
                 )
+            verify_rollups(run, size)
         finally:
             cpu.close()
             connections.close_all()
         return panels
+
+
+def verify_rollups(run: harness.Run, size: str) -> None:
+    """After the write stream: every rollup still equals its full scan."""
+    from store.selectors.rollups import rollup_differences
+
+    started = time.perf_counter()
+    differences = rollup_differences()
+    elapsed = time.perf_counter() - started
+    run.record(f"{size} rollups verify: rows differing", float(len(differences)), unit="rows")
+    verdict = (
+        "clean" if not differences else "DIFFERENCES: " + "; ".join(str(d) for d in differences[:5])
+    )
+    run.note(f"{size}: rollups verify after the write stream ({elapsed:.0f} s): {verdict}")
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -392,7 +392,9 @@ def _load_orders(
             created = plan.now - timedelta(seconds=int(age))
             roll = rng.random()
             paid = roll < 0.72
-            cancelled = created + timedelta(hours=2) if 0.72 <= roll < 0.75 else None
+            # History never lies in the future: a just-placed order is cancelled "now".
+            cancel_at = min(created + timedelta(hours=2), plan.now)
+            cancelled = cancel_at if 0.72 <= roll < 0.75 else None
             # An order placed just now is not paid in the future.
             paid_at = (
                 min(plan.now, created + timedelta(minutes=rng.randint(1, 600))) if paid else None

@@ -89,7 +89,7 @@ def _product_form(product, **changes) -> dict:
         "category": product.category_id,
         "name": product.name,
         "sku": product.sku,
-        "price": product.price,
+        "price": f"{product.price / 100:.2f}",  # the form takes currency units
         "rating": product.rating,
         "is_public": "on" if product.is_public else "",
         "seen_version": product.version,
@@ -106,8 +106,9 @@ def test_an_admin_price_edit_opened_before_another_write_is_refused(
 
     product = factories.product(shop=factories.shop(), category=factories.category(), price=1000)
     url = reverse("admin:store_product_change", args=[product.pk])
-    assert superuser_client.get(url).status_code == 200
-    opened = _product_form(product, price=1200)  # the admin's form, as rendered now
+    page = superuser_client.get(url)
+    assert 'name="price" value="10.00"' in page.content.decode()  # units, not cents
+    opened = _product_form(product, price="12.00")  # the admin's form, as rendered now
     # Meanwhile an operator changes the price through the console.
     stock_set_optimistic(
         product=product.pk,
@@ -121,9 +122,9 @@ def test_an_admin_price_edit_opened_before_another_write_is_refused(
     assert Product.objects.get(pk=product.pk).price == 1500  # not written back
     # A fresh form saves, through the service: an event, and the rollups follow.
     fresh = Product.objects.get(pk=product.pk)
-    response = superuser_client.post(url, _product_form(fresh, price=1800))
+    response = superuser_client.post(url, _product_form(fresh, price="18.00"))
     assert response.status_code == 302
-    assert Product.objects.get(pk=product.pk).price == 1800
+    assert Product.objects.get(pk=product.pk).price == 1800  # cents
     assert OutboxEvent.objects.filter(
         topic="price.changed", payload__price_after=1800, payload__reason="admin"
     ).exists()
