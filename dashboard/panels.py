@@ -15,6 +15,7 @@ says "not available yet".
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -369,9 +370,23 @@ def get_panel(name: str) -> Panel | None:
     return PANELS.get(name)
 
 
+@functools.lru_cache(maxsize=512)
+def _parse(name: str, query: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[Params, list[str]]:
+    """A panel's parameters from its query string; every poll sends the same few."""
+    data = QueryDict(mutable=True)
+    for key, values in query:
+        data.setlist(key, list(values))
+    return PANELS[name].form(data).params()
+
+
 def start(panel: Panel, data: Any, user: AbstractBaseUser | AnonymousUser) -> PanelRun:
     """Parse the panel's parameters (defaults plus messages on bad input)."""
-    params, problems = panel.form(data).params()
+    if isinstance(data, QueryDict):
+        query = tuple(sorted((key, tuple(values)) for key, values in data.lists()))
+        params, problems = _parse(panel.name, query)
+        params, problems = dict(params), list(problems)  # the cached ones stay as they are
+    else:
+        params, problems = panel.form(data).params()
     # The fragment shows buttons by permission: it goes stale with "access" too.
     versions = caching.namespace_versions(*panel.depends(params), "access")
     return PanelRun(panel=panel, params=params, problems=problems, user=user, versions=versions)

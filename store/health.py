@@ -21,6 +21,7 @@ Replication lag is measured so that the usual traps do not mislead:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sqlite3
 import threading
@@ -668,10 +669,15 @@ def shard_health_overview() -> ShardHealthOverview:
     # none is used while a shard probe says "down": the partial-results banner must
     # appear as soon as the outage does.
     cached = cache.get(_customer_figures_key())
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="shard-health") as pool:
-        probes = pool.submit(health_snapshot)
-        fresh = pool.submit(_fresh_customer_figures) if cached is None else None
-        snapshot = probes.result()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-health") as pool:
+        # The figures in a helper thread (their scatter-gather has threads of its
+        # own), the probes here, where the panel's query capture is installed.
+        fresh = (
+            pool.submit(contextvars.copy_context().run, _fresh_customer_figures)
+            if cached is None
+            else None
+        )
+        snapshot = health_snapshot()
         shard_down = any(p.kind == "shard" and not p.reachable for p in snapshot.probes)
         if fresh is not None:
             cached = fresh.result()

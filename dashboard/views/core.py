@@ -13,6 +13,7 @@ from dashboard import panels
 from dashboard.access import permission_required
 from dashboard.http import HtmxHttpRequest
 from dashboard.views.panels import private_htmx
+from store import caching
 from store.selectors.overview import store_overview
 
 
@@ -20,7 +21,16 @@ from store.selectors.overview import store_overview
 @permission_required("store.view_dashboard")
 @private_htmx
 def index(request: HtmxHttpRequest) -> HttpResponse:
-    overview = store_overview(low_stock_threshold=settings.STOREOPS_LOW_STOCK_THRESHOLD)
+    # Shared by everyone like panel data, and refreshed off the request path when a
+    # write makes it stale (a viewer who just wrote reads it fresh).
+    overview = caching.get_or_compute(
+        "overview:1",
+        lambda: store_overview(low_stock_threshold=settings.STOREOPS_LOW_STOCK_THRESHOLD),
+        ttl=30,
+        stale_ttl=300,
+        namespaces=("stock", "lowstock", "orders", "sales", "catalog"),
+        counter="overview",
+    ).value
     # Panels load themselves after the page (hx-trigger="load"), with the
     # parameters this URL carries for them.
     frames = panels.frames(request.GET)
