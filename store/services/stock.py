@@ -134,7 +134,8 @@ def stock_adjust(
     return atomic_with_retry(apply)
 
 
-# PostgreSQL: the conditional UPDATE takes the row lock (FOR NO KEY UPDATE, the lock
+# PostgreSQL: the shop x category rollup (store/services/rollups.py) is kept by the
+# same statement (the "rollup" CTE). The conditional UPDATE takes the row lock (FOR NO KEY UPDATE, the lock
 # SELECT ... FOR UPDATE would take, minus blocking FK checks) and re-checks the stock
 # on the newest row version; the ledger row and the outbox event are written by the
 # same statement. Outside a transaction it runs in autocommit, so the hot row's lock
@@ -149,7 +150,6 @@ WITH changed AS (
  RETURNING id, shop_id, category_id, stock - %(delta)s AS stock_before, stock AS stock_after,
            version
 ), rollup AS (
-    -- The shop x category rollup (store/services/rollups.py), in the same statement.
     INSERT INTO store_categoryrollup AS r (shop_id, category_id, slot, products, price_sum,
                                            stock_sum, low_stock, out_of_stock, revenue)
     SELECT shop_id, category_id, mod(id, %(slots)s), 0, 0, %(delta)s,
