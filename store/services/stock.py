@@ -138,8 +138,9 @@ def stock_adjust(
 # same statement (the "rollup" CTE). The conditional UPDATE takes the row lock
 # (FOR NO KEY UPDATE, the lock SELECT ... FOR UPDATE would take, minus blocking FK
 # checks) and re-checks the stock on the newest row version; the ledger row and the
-# outbox event are written by the same statement. Outside a transaction it runs in autocommit, so the hot row's lock
-# is held only for the server-side execution and commit, never across round trips.
+# outbox event are written by the same statement. Outside a transaction it runs in
+# autocommit, so the hot row's lock is held only for the server-side execution and
+# commit, never across round trips.
 # Timestamps come from clock_timestamp(), read after the lock is granted, so one
 # product's events sort in the order their changes were applied (the relay's order).
 _ADJUST_SQL = """
