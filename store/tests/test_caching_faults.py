@@ -99,7 +99,6 @@ import sys, time
 import django
 django.setup()
 from store import caching
-from store.tests.redis_server import RedisServer, own_redis  # noqa: F401 (a fixture)
 
 def compute():
     print("computing", flush=True)
