@@ -197,6 +197,26 @@ class StockMovement(models.Model):
     )
     idempotency_key = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Where the product was when its stock moved. The ledger is the stock rollup's
+    # delta log: stock_ledger_fold adds its rows to CategoryRollup by these keys, so a
+    # later move of the product cannot send an unfolded change to the wrong category.
+    # Empty on rows written before the ledger was folded (all of them folded already).
+    shop = models.ForeignKey(
+        Shop,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    category = models.ForeignKey(
+        Category,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -405,6 +425,27 @@ class CategoryRollup(models.Model):
 
     def __str__(self) -> str:
         return f"shop {self.shop_id} x category {self.category_id} [{self.slot}]"
+
+
+class LedgerFold(models.Model):
+    """How much of the stock ledger CategoryRollup holds (a single row).
+
+    Stock changes are not written to the rollup by the hot adjustment statement: the
+    ledger row it appends anyway is the delta. Ledger rows up to ``folded_id`` are in
+    CategoryRollup's stock columns; readers add the rows after it (the unfolded tail,
+    ``store.selectors.rollups.stock_tail``). ``candidate_id`` is the next fold's end,
+    safe once the writing transactions of this database that were running when it was
+    read (``candidate_waits_for``, their ids) have ended: PostgreSQL ids are drawn
+    before commit, so a lower id can still commit after a higher one.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    folded_id = models.BigIntegerField(default=0)
+    candidate_id = models.BigIntegerField(default=0)
+    candidate_waits_for = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"ledger folded to {self.folded_id}"
 
 
 class ProductSales(models.Model):

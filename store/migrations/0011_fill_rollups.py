@@ -14,7 +14,8 @@ def fill(apps, schema_editor):
         return
     from store.services.rollups import rollups_rebuild
 
-    rollups_rebuild(batch_products=None)
+    # The ledger was not folded yet (0013): every ledger row counts in the rollup.
+    rollups_rebuild(batch_products=None, ledger_tail=False)
 
 
 class Migration(migrations.Migration):

@@ -9,7 +9,8 @@ from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
-from store.models import CategoryRollup, Product, ShopRollup, ShopSales
+from store.models import Product, ShopRollup, ShopSales
+from store.selectors.rollups import category_totals
 from store.selectors.trending import window_start
 
 
@@ -26,17 +27,19 @@ class Overview:
 def store_overview(*, low_stock_threshold: int, now: datetime | None = None) -> Overview:
     """Three small aggregates over the rollups, whatever the size of the store.
 
+    The catalog figures are ``category_totals`` (the stock ledger's tail included).
+
     "Paid in 24 h" counts net paid orders (cancelled ones leave) in the current hour
     and the 23 before it, like the trending window. A threshold other than the
     configured one counts low stock through the partial index instead.
     """
     now = now or timezone.now()
-    products = CategoryRollup.objects.aggregate(
-        total=Sum("products", default=0),
-        low=Sum("low_stock", default=0),
-        out=Sum("out_of_stock", default=0),
-        units=Sum("stock_sum", default=0),
-    )
+    products = {"total": 0, "low": 0, "out": 0, "units": 0}
+    for row in category_totals().values():
+        products["total"] += row["products"]
+        products["low"] += row["low_stock"]
+        products["out"] += row["out_of_stock"]
+        products["units"] += row["stock_sum"]
     if low_stock_threshold != settings.STOREOPS_LOW_STOCK_THRESHOLD:
         products["low"] = Product.objects.low_stock(low_stock_threshold).count()
     open_orders = ShopRollup.objects.aggregate(n=Sum("open_orders", default=0))["n"]

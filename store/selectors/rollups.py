@@ -8,18 +8,20 @@ the table's own column names (``rollups_rebuild`` inserts them as they are);
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Count, F, Max, Q, QuerySet, Sum
-from django.db.models.functions import TruncHour
+from django.db.models import Count, F, Max, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, TruncHour
 
 from store.models import (
     ROLLUP_SLOTS,
     CategoryRollup,
+    LedgerFold,
     Order,
     OrderItem,
     Product,
@@ -29,6 +31,7 @@ from store.models import (
     SalesWindow,
     ShopRollup,
     ShopSales,
+    StockMovement,
 )
 
 # Net revenue: paid and not cancelled (a paid order is only cancelled with a refund).
@@ -60,6 +63,71 @@ def category_rows(*, shop_id: int | None = None) -> QuerySet[Any]:
             out_of_stock=Count("pk", filter=Q(stock=0)),
         )
     )
+
+
+def _unfolded_ledger() -> QuerySet[StockMovement]:
+    folded = LedgerFold.objects.filter(pk=1).values("folded_id")
+    return StockMovement.objects.filter(pk__gt=Coalesce(Subquery(folded), 0)).order_by()
+
+
+def _stock_deltas(sign: int = 1) -> dict[str, Any]:
+    """A group of ledger rows as CategoryRollup columns."""
+    low = settings.STOREOPS_LOW_STOCK_THRESHOLD
+    return {
+        "products": Value(0),
+        "price_sum": Value(0),
+        "stock_sum": Sum("delta") * sign,
+        "low_stock": (
+            Count("pk", filter=Q(stock_after__lte=low))
+            - Count("pk", filter=Q(stock_before__lte=low))
+        )
+        * sign,
+        "out_of_stock": (
+            Count("pk", filter=Q(stock_after=0)) - Count("pk", filter=Q(stock_before=0))
+        )
+        * sign,
+    }
+
+
+def stock_tail(*, shop_id: int | None = None, sign: int = 1) -> QuerySet[Any]:
+    """The ledger rows not yet folded into CategoryRollup, as rollup deltas per key.
+
+    CategoryRollup's stock columns plus these are the store's stock (see LedgerFold).
+    Bounded by the fold (a few thousand rows at most; a range scan of the ledger's
+    primary key).
+    """
+    rows = _unfolded_ledger()
+    if shop_id is not None:
+        rows = rows.filter(shop_id=shop_id)
+    return (
+        rows.annotate(slot=F("product_id") % ROLLUP_SLOTS)
+        .values("shop_id", "category_id", "slot")
+        .annotate(**_stock_deltas(sign))
+    )
+
+
+CATEGORY_TOTALS = ("products", "price_sum", "stock_sum", "low_stock", "out_of_stock", "revenue")
+
+
+def category_totals() -> dict[int, dict[str, int]]:
+    """CategoryRollup summed per category, stock including the unfolded ledger tail.
+
+    One statement (rollup UNION ALL tail), so both parts are of one snapshot: a fold
+    committing between two statements would count its rows twice or not at all.
+    """
+    stored = (
+        CategoryRollup.objects.values("category_id")
+        .annotate(**{column: Sum(column) for column in CATEGORY_TOTALS})
+        .order_by()
+    )
+    tail = _unfolded_ledger().values("category_id").annotate(**_stock_deltas(), revenue=Value(0))
+    totals: dict[int, dict[str, int]] = {}
+    rows = cast(Iterable[dict[str, Any]], stored.union(tail, all=True))
+    for row in rows:
+        total = totals.setdefault(row["category_id"], dict.fromkeys(CATEGORY_TOTALS, 0))
+        for column in CATEGORY_TOTALS:
+            total[column] += int(row[column] or 0)
+    return totals
 
 
 def category_revenue_rows(*, shop_id: int | None = None) -> QuerySet[Any]:
@@ -155,6 +223,9 @@ class Check:
     # (column, compare as "number" (missing = 0) or "value" (missing = NULL))
     columns: tuple[tuple[str, str], ...]
     full: Any  # () -> QuerySet
+    # () -> QuerySet of more rows with the key and columns, summed with the table's
+    # (the stock ledger's unfolded tail for the category rollup)
+    tail: Any = None
 
 
 CHECKS = (
@@ -167,6 +238,7 @@ CHECKS = (
             for c in ("products", "price_sum", "stock_sum", "low_stock", "out_of_stock")
         ),
         category_rows,
+        stock_tail,
     ),
     Check(
         "category revenue",
@@ -232,6 +304,16 @@ def _difference_sql(check: Check, vendor: str) -> tuple[str, list[Any]]:
     full_sql, params = check.full().query.sql_with_params()
     table = check.table
     names = [c for c, _ in check.columns]
+    stored_params: list[Any] = []
+    if check.tail is not None:
+        tail_sql, tail_params = check.tail().query.sql_with_params()
+        key = ", ".join(check.key)
+        sums = ", ".join(f"CAST(SUM({c}) AS BIGINT) AS {c}" for c in names)
+        table = (
+            f"(SELECT {key}, {sums} FROM (SELECT {key}, {', '.join(names)} FROM {table} "  # noqa: S608
+            f"UNION ALL {tail_sql}) stored GROUP BY {key}) stored"
+        )
+        stored_params = list(tail_params)
     on = " AND ".join(f"r.{k} = f.{k}" for k in check.key)
     same = "IS NOT DISTINCT FROM" if vendor == "postgresql" else "IS"
     conditions = []
@@ -252,7 +334,7 @@ def _difference_sql(check: Check, vendor: str) -> tuple[str, list[Any]]:
         f"WHERE NOT ({' AND '.join(conditions)}) "
         f"ORDER BY 1 LIMIT 1000"
     )
-    return sql, list(params)
+    return sql, [*stored_params, *params]
 
 
 def rollup_differences(*, names: tuple[str, ...] = ()) -> list[Difference]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, FloatField, OuterRef, Subquery, Sum
 from django.db.models.functions import Cast
 
 from store.models import Category, CategoryRollup, Product
+from store.selectors.rollups import category_totals
 
 CATEGORY_STATS_COLUMNS = (
     "name",
@@ -40,7 +40,8 @@ def category_stats(*, low_stock_threshold: int, sort: str = "-revenue") -> list[
     """Every category with its catalog figures and its net revenue, from the rollups.
 
     Three queries whatever the store's size: the shop x category rollup summed per
-    category (counts, price and stock sums, low-stock counts, net revenue), the
+    category (counts, price and stock sums, low-stock counts, net revenue; with the
+    stock ledger's unfolded tail, ``category_totals``), the
     categories with their cheapest and dearest price (two index probes each on
     ``product_category_price``), and, only for a threshold other than the
     configured one, the low-stock counts from the ``product_low_stock`` partial
@@ -50,18 +51,7 @@ def category_stats(*, low_stock_threshold: int, sort: str = "-revenue") -> list[
     column = sort.removeprefix("-")
     if column not in CATEGORY_STATS_COLUMNS:
         raise ValueError(f"unknown sort column {sort!r}")
-    totals: dict[int, dict[str, Any]] = {
-        row["category_id"]: dict(row)
-        for row in CategoryRollup.objects.values("category_id")
-        .annotate(
-            n=Sum("products"),
-            prices=Sum("price_sum"),
-            units=Sum("stock_sum"),
-            low=Sum("low_stock"),
-            revenue=Sum("revenue"),
-        )
-        .order_by()
-    }
+    totals = category_totals()
     by_price = Product.objects.filter(category=OuterRef("pk")).values("price")
     categories = Category.objects.annotate(
         min_price=Subquery(by_price.order_by("price")[:1]),
@@ -79,19 +69,19 @@ def category_stats(*, low_stock_threshold: int, sort: str = "-revenue") -> list[
     stats = []
     for pk, name, low_price, high_price in categories:
         row = totals.get(pk, {})
-        n = int(row.get("n") or 0)
-        low = low_counts.get(pk, 0) if low_counts is not None else int(row.get("low") or 0)
+        n = row.get("products", 0)
+        low = low_counts.get(pk, 0) if low_counts is not None else row.get("low_stock", 0)
         stats.append(
             CategoryStat(
                 id=pk,
                 name=name,
                 products=n,
-                avg_price=int(row["prices"]) / n if n else None,
+                avg_price=row["price_sum"] / n if n else None,
                 min_price=low_price,
                 max_price=high_price,
-                stock=int(row.get("units") or 0),
+                stock=row.get("stock_sum", 0),
                 low_stock=low,
-                revenue=int(row.get("revenue") or 0),
+                revenue=row.get("revenue", 0),
             )
         )
     # None (a category without products) sorts last either way; name breaks ties.

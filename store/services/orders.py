@@ -22,7 +22,7 @@ from store.exceptions import (
 from store.models import Order, OrderItem, Product, Shop, StockMovement
 from store.services.outbox import actor_ref, outbox_enqueue
 from store.services.retry import atomic_with_retry
-from store.services.rollups import OrderState, ProductState, RollupDeltas, order_lines
+from store.services.rollups import OrderState, RollupDeltas, order_lines
 from store.services.stock import Actor, _record
 
 MAX_LINE_QUANTITY = 10_000
@@ -47,7 +47,6 @@ def _move_stock(
     actor: Actor,
     reason: str,
     order_id: int,
-    rollup: RollupDeltas,
 ) -> None:
     """Apply each product's delta with its ledger row, in ascending pk order."""
     for pk in sorted(deltas):
@@ -58,7 +57,6 @@ def _move_stock(
         )
         product.stock = before + deltas[pk]
         product.version += 1
-        rollup.stock_moved(product=ProductState.of_key(product), before=before, after=product.stock)
         _record(
             product=product,
             before=before,
@@ -118,7 +116,6 @@ def order_place(*, user: Actor, shop: Shop, lines: Iterable[tuple[int, int]]) ->
             actor=user,
             reason=f"order #{order.pk}",
             order_id=order.pk,
-            rollup=rollup,
         )
         rollup.apply()
         outbox_enqueue(
@@ -191,7 +188,6 @@ def order_cancel(*, order: Order | int, actor: Actor, reason: str, refunded: boo
             actor=actor,
             reason=reason or f"order #{pk} cancelled",
             order_id=pk,
-            rollup=rollup,
         )
         locked.cancelled_at = timezone.now()
         locked.version += 1

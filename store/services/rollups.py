@@ -9,6 +9,11 @@ writes them as ``x = x + d`` upserts, one statement per table, rows in key order
 and tables in one fixed order (product revenue, categories, product sales, shops,
 shop sales), so two writers never wait on each other's rollup rows in a cycle.
 
+Stock is the exception: the stock ledger is already an append-only log of every
+stock change, so a stock change writes nothing here (the hot adjustment statement
+stays one row update plus its ledger row) and ``stock_ledger_fold`` adds the ledger
+to CategoryRollup's stock columns in the background; readers add the unfolded tail.
+
 ``store.selectors.rollups`` holds the same definitions as full scans; ``manage.py
 rollups verify`` compares the two and ``rollups rebuild`` rewrites a rollup from
 the full scan (``rollups_rebuild`` below).
@@ -25,12 +30,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import F, QuerySet, Sum
+from django.db.models import Count, F, QuerySet, Sum
 from django.utils import timezone
 
 from store.models import (
     ROLLUP_SLOTS,
     CategoryRollup,
+    LedgerFold,
     Order,
     OrderItem,
     Product,
@@ -40,6 +46,7 @@ from store.models import (
     SalesWindow,
     ShopRollup,
     ShopSales,
+    StockMovement,
 )
 from store.selectors.trending import TRENDING_WINDOWS, window_start
 
@@ -68,11 +75,6 @@ class ProductState:
     @classmethod
     def of(cls, product: Product) -> ProductState:
         return cls(product.pk, product.shop_id, product.category_id, product.price, product.stock)
-
-    @classmethod
-    def of_key(cls, product: Product) -> ProductState:
-        """Only the rollup key (for stock moves, where price does not matter)."""
-        return cls(product.pk, product.shop_id, product.category_id, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -164,11 +166,6 @@ class RollupDeltas:
         row[2] += sign * state.stock
         row[3] += sign * (state.stock <= low)
         row[4] += sign * (state.stock == 0)
-
-    def stock_moved(self, *, product: ProductState, before: int, after: int) -> None:
-        """``product`` carries the key; its stock went from ``before`` to ``after``."""
-        self.product(ProductState(product.pk, product.shop_id, product.category_id, 0, before), -1)
-        self.product(ProductState(product.pk, product.shop_id, product.category_id, 0, after), 1)
 
     def order(self, state: OrderState, sign: int) -> None:
         slot = state.pk % ROLLUP_SLOTS
@@ -462,6 +459,87 @@ def price_change_rollup(matching: QuerySet[Product], new_price: Any) -> RollupDe
     return deltas
 
 
+# --- The stock ledger, folded ---------------------------------------------------
+
+
+def ledger_written(movement_id: int) -> None:
+    """After a ledger row: every STOREOPS_LEDGER_FOLD_EVERY-th id folds the ledger.
+
+    The fold runs once the writer's transaction has committed, so it never holds the
+    writer's locks; ids skipped by rolled-back inserts only make one tail longer.
+    """
+    if movement_id % settings.STOREOPS_LEDGER_FOLD_EVERY == 0:
+        transaction.on_commit(stock_ledger_fold)
+
+
+def stock_ledger_fold() -> int:
+    """Add the finished part of the ledger's tail to CategoryRollup; rows folded.
+
+    One fold at a time (the LedgerFold row, locked with SKIP LOCKED: a second caller
+    returns at once). On PostgreSQL a fold adds the rows up to the candidate end the
+    previous fold recorded, once the writing transactions of this database that were
+    running then have ended, and records a new candidate: so the tail stays within
+    two folds' worth of rows. A transaction that drew a ledger id had written before
+    (every stock write updates the product first), so it had a transaction id and
+    shows in pg_stat_activity (prepared transactions would not: none are used).
+    SQLite has a single writer: what it sees committed is final at once.
+    """
+    from store.selectors.rollups import stock_tail
+
+    db = connections["default"]
+    with transaction.atomic():
+        fold = LedgerFold.objects.select_for_update(skip_locked=True).filter(pk=1).first()
+        if fold is None:
+            if LedgerFold.objects.exists():
+                return 0  # another fold holds it
+            fold = LedgerFold.objects.create(pk=1)  # after a flush (tests)
+        with db.cursor() as cursor:
+            if db.vendor == "postgresql":
+                ledger = StockMovement._meta.db_table
+                ready = True
+                if fold.candidate_waits_for:
+                    cursor.execute(
+                        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity"
+                        " WHERE datname = current_database()"
+                        " AND backend_xid::text::bigint = ANY(%s))",
+                        [fold.candidate_waits_for],
+                    )
+                    ready = cursor.fetchone()[0]
+                end = fold.candidate_id if ready else fold.folded_id
+                # The last id (of the statement's snapshot) and, read after it, the
+                # writing transactions still running: any lower id is theirs. (The
+                # activity view is cached per transaction: read it afresh.)
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
+                cursor.execute(
+                    f"SELECT (SELECT max(id) FROM {ledger}),"  # noqa: S608
+                    " ARRAY(SELECT backend_xid::text::bigint FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND backend_xid IS NOT NULL"
+                    " AND pid <> pg_backend_pid())"
+                )
+                last, running = cursor.fetchone()
+            else:
+                last = StockMovement.objects.order_by("-pk").values_list("pk", flat=True).first()
+                running, end = [], last or fold.folded_id
+        rows = 0
+        if end > fold.folded_id:
+            deltas = RollupDeltas()
+            for row in stock_tail().filter(pk__lte=end).annotate(rows=Count("pk")):
+                key = (row["shop_id"], row["category_id"], row["slot"])
+                values = deltas.categories[key]
+                values[2] += row["stock_sum"]
+                values[3] += row["low_stock"]
+                values[4] += row["out_of_stock"]
+                rows += row["rows"]
+            deltas.apply()
+            fold.folded_id = end
+        if db.vendor != "postgresql":
+            fold.candidate_id = fold.folded_id
+        elif fold.folded_id == fold.candidate_id and (last or 0) > fold.candidate_id:
+            fold.candidate_id, fold.candidate_waits_for = last, running
+        fold.save()
+    return rows
+
+
 def product_added(product: Product) -> None:
     """Count a product created outside the services (tests' builders, fixtures)."""
     deltas = RollupDeltas()
@@ -506,10 +584,12 @@ def _lock(cursor: Any, model: Any) -> None:
         cursor.execute(f"LOCK TABLE {model._meta.db_table} IN SHARE ROW EXCLUSIVE MODE")
 
 
-def _rebuild_batch(cursor: Any, name: str, scope: Any) -> None:
+def _rebuild_batch(cursor: Any, name: str, scope: Any, *, ledger_tail: bool) -> None:
     """Replace one batch of rows: a shop's (``scope`` = shop id), a product id range
     (``scope`` = (first, stop)), or, with ``scope`` None, the whole table."""
     from store.selectors import rollups as full
+
+    ledger = StockMovement._meta.db_table
 
     if scope is None and cursor.db.vendor == "postgresql":
         # Whole-table aggregates sort and hash millions of rows: let them use memory.
@@ -519,11 +599,28 @@ def _rebuild_batch(cursor: Any, name: str, scope: Any) -> None:
             name
         ]
         kept = {} if scope is None else {"shop_id": scope}
+        if name == "categories" and ledger_tail and cursor.db.vendor == "postgresql":
+            # Stock writers append to the ledger, not to this rollup: wait for the
+            # running ones, hold the next ones for the batch. Ledger first, then the
+            # rollup, the order every ledger writer takes them in.
+            cursor.execute(f"LOCK TABLE {ledger} IN SHARE ROW EXCLUSIVE MODE")
         _lock(cursor, model)
         model.objects.filter(**kept).delete()
         if name == "categories":
-            _insert_from(cursor, model, full.category_rows(**kept))
             table = model._meta.db_table
+            _insert_from(cursor, model, full.category_rows(**kept))
+            if ledger_tail:
+                # Readers add the unfolded ledger tail to these rows: leave it out here.
+                _insert_from(
+                    cursor,
+                    model,
+                    full.stock_tail(**kept, sign=-1),
+                    "ON CONFLICT (shop_id, category_id, slot) DO UPDATE SET "
+                    + ", ".join(
+                        f"{c} = {table}.{c} + excluded.{c}"
+                        for c in ("stock_sum", "low_stock", "out_of_stock")
+                    ),
+                )
             # Revenue lands on the rows just written (or new ones for a shop x
             # category whose products all moved away but whose sales remain).
             _insert_from(
@@ -554,6 +651,7 @@ def rollups_rebuild(
     names: Sequence[str] = ROLLUP_NAMES,
     batch_products: int | None = 100_000,
     progress: Callable[[str, int, int], None] | None = None,
+    ledger_tail: bool = True,
 ) -> int:
     """Rewrite rollups from the base tables, one short transaction per batch.
 
@@ -563,7 +661,8 @@ def rollups_rebuild(
     idempotent: an interrupted rebuild is resumed by running it again. With
     ``batch_products=None`` each rollup is one statement over whole tables: the
     fast way when nothing writes meanwhile (seeding, a fresh migration). Returns the
-    number of batches.
+    number of batches. ``ledger_tail=False`` is for migration 0011 only, which ran
+    before the ledger was folded (every ledger row was in the rollup then).
     """
     unknown = set(names) - set(ROLLUP_NAMES)
     if unknown:
@@ -585,7 +684,7 @@ def rollups_rebuild(
         ]
     for done, (name, scope) in enumerate(plan, start=1):
         with transaction.atomic(), connections["default"].cursor() as cursor:
-            _rebuild_batch(cursor, name, scope)
+            _rebuild_batch(cursor, name, scope, ledger_tail=ledger_tail)
         if progress:
             progress(name, done, len(plan))
     if "product-sales" in names:

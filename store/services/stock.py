@@ -6,7 +6,7 @@ Invariant kept by every function here: ``stock == initial_stock + sum(ledger del
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -17,10 +17,10 @@ from django.utils import timezone
 
 from store.caching import bump
 from store.exceptions import InsufficientStock, StockLimitExceeded, VersionConflict
-from store.models import LOW_STOCK_INDEX_MAX, ROLLUP_SLOTS, Product, StockMovement
+from store.models import LOW_STOCK_INDEX_MAX, Product, StockMovement
 from store.services.outbox import actor_ref, outbox_enqueue
 from store.services.retry import atomic_with_retry
-from store.services.rollups import ProductState, RollupDeltas, low_stock_threshold
+from store.services.rollups import ProductState, RollupDeltas, ledger_written
 
 # PositiveIntegerField is a 32-bit column on PostgreSQL.
 MAX_UNITS = 2_147_483_647
@@ -47,10 +47,13 @@ def _record(
 ) -> StockMovement:
     """Ledger row + outbox event + cache bump for one product's change.
 
-    Rollups are the caller's: it knows whether price changed too (see RollupDeltas).
+    The ledger row is also the stock rollup's delta (see stock_ledger_fold); other
+    rollups are the caller's.
     """
     movement = StockMovement.objects.create(
         product=product,
+        shop_id=product.shop_id,
+        category_id=product.category_id,
         delta=after - before,
         stock_before=before,
         stock_after=after,
@@ -75,6 +78,7 @@ def _record(
         },
     )
     bump(*stock_namespaces(before, after))
+    ledger_written(movement.pk)
     return movement
 
 
@@ -126,19 +130,17 @@ def stock_adjust(
             reason=reason,
             idempotency_key=idempotency_key,
         )
-        rollup = RollupDeltas()
-        rollup.stock_moved(product=ProductState.of_key(locked), before=before, after=after)
-        rollup.apply()
         return StockChange(product=locked, movement=movement)
 
     return atomic_with_retry(apply)
 
 
-# PostgreSQL: the shop x category rollup (store/services/rollups.py) is kept by the
-# same statement (the "rollup" CTE). The conditional UPDATE takes the row lock
+# PostgreSQL: one statement. The conditional UPDATE takes the row lock
 # (FOR NO KEY UPDATE, the lock SELECT ... FOR UPDATE would take, minus blocking FK
 # checks) and re-checks the stock on the newest row version; the ledger row and the
-# outbox event are written by the same statement. Outside a transaction it runs in
+# outbox event are written by the same statement; the ledger row, stamped with the
+# product's shop and category, is the stock rollup's delta (stock_ledger_fold), so
+# the statement writes no rollup row. Outside a transaction it runs in
 # autocommit, so the hot row's lock is held only for the server-side execution and
 # commit, never across round trips.
 # Timestamps come from clock_timestamp(), read after the lock is granted, so one
@@ -150,24 +152,14 @@ WITH changed AS (
      WHERE id = %(pk)s AND stock::bigint + %(delta)s BETWEEN 0 AND %(max)s
  RETURNING id, shop_id, category_id, stock - %(delta)s AS stock_before, stock AS stock_after,
            version
-), rollup AS (
-    INSERT INTO store_categoryrollup AS r (shop_id, category_id, slot, products, price_sum,
-                                           stock_sum, low_stock, out_of_stock, revenue)
-    SELECT shop_id, category_id, mod(id, %(slots)s), 0, 0, %(delta)s,
-           (stock_after <= %(low)s)::int - (stock_before <= %(low)s)::int,
-           (stock_after = 0)::int - (stock_before = 0)::int, 0
-      FROM changed
-        ON CONFLICT (shop_id, category_id, slot) DO UPDATE
-       SET stock_sum = r.stock_sum + excluded.stock_sum,
-           low_stock = r.low_stock + excluded.low_stock,
-           out_of_stock = r.out_of_stock + excluded.out_of_stock
 ), movement AS (
     INSERT INTO store_stockmovement (product_id, delta, stock_before, stock_after, reason,
-                                     method, actor_id, order_id, idempotency_key, created_at)
+                                     method, actor_id, order_id, idempotency_key, created_at,
+                                     shop_id, category_id)
     SELECT id, %(delta)s, stock_before, stock_after, %(reason)s,
-           %(method)s, %(actor)s, NULL, %(key)s, clock_timestamp()
+           %(method)s, %(actor)s, NULL, %(key)s, clock_timestamp(), shop_id, category_id
       FROM changed
- RETURNING id, product_id, stock_before, stock_after, created_at
+ RETURNING id, product_id, stock_before, stock_after, created_at, shop_id, category_id
 ), event AS (
     INSERT INTO store_outboxevent (id, topic, "key", payload, created_at, available_at,
                                    attempts, claimed_by, last_error)
@@ -181,7 +173,7 @@ WITH changed AS (
       FROM movement
 )
 SELECT movement.id, movement.stock_before, movement.stock_after, changed.version,
-       movement.created_at
+       movement.created_at, movement.shop_id, movement.category_id
   FROM movement JOIN changed ON changed.id = movement.product_id
 """
 
@@ -199,8 +191,6 @@ _ADJUST_PARAMS = {
     "method": "text",
     "actor": "bigint",
     "key": "text",
-    "low": "integer",
-    "slots": "integer",
 }
 _ADJUST_STATEMENT = "storeops_stock_adjust"
 _MOVEMENT_FIELDS = [field.attname for field in StockMovement._meta.concrete_fields]
@@ -264,8 +254,6 @@ def _adjust_in_one_statement(
         "method": StockMovement.Method.ADJUST.value,
         "actor": actor_id,
         "key": idempotency_key,
-        "low": low_stock_threshold(),
-        "slots": ROLLUP_SLOTS,
     }
     cursor = _cursor_for_adjust()
     cursor.execute(_EXECUTE_ADJUST, params)
@@ -277,8 +265,9 @@ def _adjust_in_one_statement(
         if current + delta < 0:
             raise InsufficientStock(product_id=pk, available=current, requested=-delta)
         raise StockLimitExceeded(maximum=MAX_UNITS)
-    movement_id, before, after, version, created_at = row
+    movement_id, before, after, version, created_at, shop_id, category_id = row
     bump(*stock_namespaces(before, after), "outbox")  # after commit; at once in autocommit
+    ledger_written(movement_id)
     # Built as the ORM builds loaded rows (every field, in order): half the cost of
     # keyword construction, paid on every adjustment. A new field fails loudly here.
     values = {
@@ -293,6 +282,8 @@ def _adjust_in_one_statement(
         "order_id": None,
         "idempotency_key": idempotency_key,
         "created_at": created_at,
+        "shop_id": shop_id,
+        "category_id": category_id,
     }
     movement = StockMovement.from_db(
         "default", _MOVEMENT_FIELDS, [values[name] for name in _MOVEMENT_FIELDS]
@@ -344,10 +335,6 @@ def stock_set_optimistic(
             current = Product.objects.values("stock", "price", "version").get(pk=pk)
             raise VersionConflict(current=dict(current))
         updated = Product.objects.get(pk=pk)
-        rollup = RollupDeltas()
-        rollup.product(ProductState.of(seen), -1)
-        rollup.product(ProductState.of(updated), 1)
-        rollup.apply()
         movement = None
         if new_stock != seen.stock:
             movement = _record(
@@ -359,6 +346,12 @@ def stock_set_optimistic(
                 reason=reason,
                 idempotency_key=idempotency_key,
             )
+        # The price's part (the ledger row above carries the stock's), written after
+        # the ledger row: ledger, then rollup, the order a rollup rebuild locks them in.
+        rollup = RollupDeltas()
+        rollup.product(ProductState.of(seen), -1)
+        rollup.product(replace(ProductState.of(updated), stock=seen.stock), 1)
+        rollup.apply()
         if new_price is not None and new_price != seen.price:
             outbox_enqueue(
                 topic="price.changed",

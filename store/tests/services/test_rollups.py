@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 from datetime import timedelta
 from io import StringIO
 
@@ -11,6 +12,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connections, transaction
+from django.test import override_settings
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +25,7 @@ from store.exceptions import (
     StockLimitExceeded,
     VersionConflict,
 )
-from store.models import CategoryRollup, Order, Product
+from store.models import CategoryRollup, LedgerFold, Order, Product, StockMovement
 from store.selectors.overview import store_overview
 from store.selectors.rankings import rank_window
 from store.selectors.rollups import rollup_differences
@@ -31,7 +34,7 @@ from store.selectors.trending import trending
 from store.services.catalog import product_delete, product_save
 from store.services.orders import order_cancel, order_mark_paid, order_place
 from store.services.prices import PriceFilter, price_change
-from store.services.rollups import rollups_rebuild, sales_windows_advance
+from store.services.rollups import rollups_rebuild, sales_windows_advance, stock_ledger_fold
 from store.services.stock import stock_adjust, stock_set_optimistic
 from store.tests import factories
 from store.tests.services.concurrency import run_concurrently
@@ -64,6 +67,7 @@ operations = st.lists(
                 "cancel",
                 "move",
                 "advance",
+                "fold",
             ]
         ),
         st.integers(min_value=0, max_value=10_000),
@@ -117,6 +121,8 @@ def _apply(step: tuple[str, int, int], buyer: User) -> None:
     elif kind == "advance":
         # The rolling windows move on by up to 40 days (and stay consistent).
         sales_windows_advance(now=timezone.now() + timedelta(hours=pick % 960))
+    elif kind == "fold":
+        stock_ledger_fold()
     elif kind == "move":
         other = factories.category() if pick % 2 else product.category
         product = Product.objects.get(pk=product.pk)
@@ -156,6 +162,7 @@ def test_rollups_equal_the_full_scan_after_every_write(buyer: User, steps) -> No
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@override_settings(STOREOPS_LEDGER_FOLD_EVERY=7)  # folds run among the writers
 def test_sixteen_connections_of_mixed_writes_leave_verify_clean(buyer: User) -> None:
     shop = factories.shop()
     categories = [factories.category() for _ in range(3)]
@@ -187,6 +194,10 @@ def test_sixteen_connections_of_mixed_writes_leave_verify_clean(buyer: User) -> 
                 elif choice == 4:
                     a, b = rng.sample(products, 2)
                     order_place(user=buyer, shop=shop, lines=[(a.pk, 1), (b.pk, 1)])
+                elif step % 5 == 0:  # a move: unfolded stock must follow the ledger's stamp
+                    moved = Product.objects.get(pk=rng.choice(products).pk)
+                    moved.category = rng.choice(categories)
+                    product_save(product=moved)
                 else:
                     price_change(
                         filters=PriceFilter(category_id=rng.choice(categories).pk),
@@ -201,9 +212,52 @@ def test_sixteen_connections_of_mixed_writes_leave_verify_clean(buyer: User) -> 
     results = run_concurrently(16, writer)
     assert all(isinstance(r, int) for r in results), results
     _clean()
+    assert LedgerFold.objects.get().folded_id > 0  # folds ran meanwhile
+    stock_ledger_fold()  # records the last id; the next fold takes it
+    stock_ledger_fold()
+    assert LedgerFold.objects.get().folded_id == StockMovement.objects.latest("pk").pk
     out = StringIO()
     call_command("rollups", "verify", stdout=out)
     assert "agree" in out.getvalue()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_fold_waits_for_a_lower_ledger_id_that_is_not_committed_yet(buyer: User) -> None:
+    shop, category = factories.shop(), factories.category()
+    slow, fast = (factories.product(shop=shop, category=category, stock=10) for _ in range(2))
+    drawn, release = threading.Event(), threading.Event()
+    slow_ids: list[int] = []
+
+    def slow_writer() -> None:
+        try:
+            with transaction.atomic():
+                change = stock_adjust(product=slow.pk, delta=-9, actor=buyer)  # now low
+                assert change.movement is not None
+                slow_ids.append(change.movement.pk)
+                drawn.set()
+                assert release.wait(30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=slow_writer)
+    thread.start()
+    try:
+        assert drawn.wait(30)
+        fast_id = stock_adjust(product=fast.pk, delta=5, actor=buyer).movement.pk
+        assert fast_id > slow_ids[0]
+        stock_ledger_fold()
+        stock_ledger_fold()  # the candidate's writer is still running: nothing folds
+        assert LedgerFold.objects.get().folded_id < slow_ids[0]
+        _clean()  # the committed +5 counts through the tail
+    finally:
+        release.set()
+        thread.join(30)
+    stock_ledger_fold()
+    assert LedgerFold.objects.get().folded_id >= fast_id
+    _clean()
+    stats = category_stats(low_stock_threshold=5, sort="name")[0]
+    assert (stats.stock, stats.low_stock) == (1 + 15, 1)
 
 
 # --- Net revenue: a refunded order leaves every revenue figure ---------------
@@ -246,8 +300,9 @@ def test_verify_names_a_drifted_row_and_rebuild_repairs_it(buyer: User) -> None:
     out = StringIO()
     with pytest.raises(CommandError, match="differ from the full scan"):
         call_command("rollups", "verify", stdout=out)
-    assert "categories" in out.getvalue()
-    assert "999" in out.getvalue()
+    # Stored: the drifted row plus the ledger's unfolded -2; the full scan: 7 - 2.
+    assert "categories (" in out.getvalue()
+    assert "stored (1, 1000, 997, 1, 0), full scan (1, 1000, 5, 1, 0)" in out.getvalue()
     call_command("rollups", "rebuild", stdout=StringIO())
     _clean()
     assert category_stats(low_stock_threshold=5, sort="name")[0].stock == 5
