@@ -466,10 +466,12 @@ def ledger_written(movement_id: int) -> None:
     """After a ledger row: every STOREOPS_LEDGER_FOLD_EVERY-th id folds the ledger.
 
     The fold runs once the writer's transaction has committed, so it never holds the
-    writer's locks; ids skipped by rolled-back inserts only make one tail longer.
+    writer's locks; ids skipped by rolled-back inserts only make one tail longer. A
+    failing fold is logged, not raised: the write it follows has committed, and the
+    next fold takes the rows this one left.
     """
     if movement_id % settings.STOREOPS_LEDGER_FOLD_EVERY == 0:
-        transaction.on_commit(stock_ledger_fold)
+        transaction.on_commit(stock_ledger_fold, robust=True)
 
 
 def stock_ledger_fold() -> int:
