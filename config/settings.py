@@ -119,9 +119,9 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     # Cache bumps are sent without waiting for Redis; their replies are read here,
     # after the view and every inner middleware, before the response leaves.
-    "store.caching.SettleBumpsMiddleware",
+    "dashboard.middleware.SettleBumpsMiddleware",
     # Times every query and logs those over STOREOPS_SLOW_QUERY_MS with their panel.
-    "store.querylog.SlowQueryMiddleware",
+    "dashboard.middleware.SlowQueryMiddleware",
     # Parses a POST body once, before anything else reads it: a body Django refuses
     # (charset=utf-16, too many fields) answers 400 instead of crashing its error views.
     "dashboard.middleware.UnreadableBodyMiddleware",
