@@ -14,7 +14,8 @@ from typing import Any
 
 from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 
 MISSING = 'This needs the permission "{name}" ({perm}); ask an administrator to grant it.'
 
@@ -30,10 +31,11 @@ def missing_permission_message(perm: str) -> str:
     return MISSING.format(name=name or codename, perm=perm)
 
 
-def permission_required(perm: str) -> Callable[[Callable[..., HttpResponse]], Any]:
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+# HttpResponseBase: the table views also answer with streamed exports.
+def permission_required(perm: str) -> Callable[[Callable[..., HttpResponseBase]], Any]:
+    def decorator(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @wraps(view)
-        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.has_perm(perm):
                 raise PermissionDenied(missing_permission_message(perm))
             return view(request, *args, **kwargs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Self
 
 from django import forms
 
@@ -37,13 +37,13 @@ class IdempotentForm(forms.Form):
     )
 
     @classmethod
-    def fresh(cls, initial: dict[str, Any] | None = None) -> IdempotentForm:
+    def fresh(cls, initial: dict[str, Any] | None = None) -> Self:
         """An unbound form with a new key: every render gets its own."""
         return cls(initial={**(initial or {}), "idempotency_key": new_idempotency_key()})
 
-    def rekeyed(self) -> IdempotentForm:
+    def rekeyed(self) -> Self:
         """The same submitted values under a fresh key, for re-rendering after an error."""
-        data = self.data.copy()
+        data = self.data.copy()  # type: ignore[attr-defined]  # a QueryDict (or a dict)
         data["idempotency_key"] = new_idempotency_key()
         return type(self)(data)
 

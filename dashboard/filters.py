@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import django_filters
 from django import forms
@@ -201,12 +201,12 @@ class TableQueryForm(forms.Form):
         required=False,
         coerce=int,
         choices=[(n, str(n)) for n in PER_PAGE_CHOICES],
-        empty_value=PER_PAGE_CHOICES[0],
+        empty_value=PER_PAGE_CHOICES[0],  # type: ignore[arg-type]  # any value works; stubs say str
     )
     _export = forms.ChoiceField(required=False, choices=[(f, f) for f in EXPORT_FORMATS])
 
     def __init__(self, data: Any, *, sortable: list[str]) -> None:
         super().__init__(data)
-        self.fields["sort"].choices = [("", "")] + [
+        cast(forms.ChoiceField, self.fields["sort"]).choices = [("", "")] + [
             (key, key) for name in sortable for key in (name, f"-{name}")
         ]

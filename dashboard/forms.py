@@ -51,8 +51,8 @@ class PanelForm(forms.Form):
             value = self.cleaned_data.get(name) if valid or name not in self.errors else None
             if name in self.errors:
                 problems.append(
-                    f"{field.label}: {' '.join(self.errors[name])} Showing the default "
-                    f"({field.initial})."
+                    f"{field.label}: {' '.join(map(str, self.errors[name]))} "
+                    f"Showing the default ({field.initial})."
                 )
             values[name] = field.initial if value in (None, "") else value
         return values, problems

@@ -26,7 +26,8 @@ from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.http.multipartparser import MultiPartParserError
 
-from store import routing
+from store import querylog, routing
+from store.caching import settle_bumps
 
 logger = logging.getLogger(__name__)
 
@@ -165,3 +166,30 @@ class UnreadableBodyMiddleware:
                     content_type="text/plain; charset=utf-8",
                 )
         return self.get_response(request)
+
+
+# Every middleware lives here (store/ speaks no HTTP): these two wrap store helpers.
+class SettleBumpsMiddleware:
+    """No response leaves before Redis has confirmed the request's bumps.
+
+    So the browser's next request, on whatever worker, reads the new versions.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        settle_bumps()
+        return response
+
+
+class SlowQueryMiddleware:
+    """Every request's queries go through the wrapper, so slow ones are logged."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with querylog.instrumented():
+            return self.get_response(request)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import BrowserContext, ConsoleMessage
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM calls made
 # by fixtures are still synchronous and safe here.
@@ -47,3 +49,46 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
             "--no-first-run",
         ],
     }
+
+
+# Every page runs under the Content-Security-Policy: any violation (an inline script or
+# style, an eval in htmx, a source outside the policy) fails the test that caused it.
+# Chromium logs violations to the console; the DOM event catches any it would not.
+_REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  const where = `${e.sourceFile}:${e.lineNumber}`;
+  const what = `${e.violatedDirective} blocked ${e.blockedURI || "inline"}`;
+  console.error(`Content Security Policy violation: ${what} at ${where}`);
+});
+"""
+
+
+def _is_csp_message(message: ConsoleMessage) -> bool:
+    text = message.text
+    return "Content Security Policy" in text or "Content-Security-Policy" in text
+
+
+@pytest.fixture
+def context(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[BrowserContext]:
+    violations: list[str] = []
+    request.node.csp_violations = violations
+    context.add_init_script(_REPORT_VIOLATIONS)
+
+    def watch(page: Any) -> None:
+        page.on("console", lambda m: violations.append(m.text) if _is_csp_message(m) else None)
+
+    context.on("page", watch)
+    yield context
+    # Anything that arrived after the test body ended (the context closes after this).
+    if violations:
+        pytest.fail("CSP violations in the browser console:\n" + "\n".join(violations))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    result = yield
+    violations = getattr(item, "csp_violations", None)
+    if violations:
+        found, violations[:] = list(violations), []  # reported once, not again at teardown
+        pytest.fail("CSP violations in the browser console:\n" + "\n".join(found))
+    return result

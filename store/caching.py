@@ -34,8 +34,6 @@ from typing import Any, Generic, TypeVar
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.db import connections, transaction
-from django.http import HttpRequest
-from django.http.response import HttpResponseBase
 from django.utils import timezone
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
@@ -85,21 +83,6 @@ def settle_bumps() -> None:
     backend = caches["default"]
     if isinstance(backend, BreakerRedisCache):
         backend.settle_versions()
-
-
-class SettleBumpsMiddleware:
-    """No response leaves before Redis has confirmed the request's bumps.
-
-    So the browser's next request, on whatever worker, reads the new versions.
-    """
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        response = self.get_response(request)
-        settle_bumps()
-        return response
 
 
 def bump(*namespaces: str, using: str = "default") -> None:

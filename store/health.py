@@ -21,7 +21,6 @@ Replication lag is measured so that the usual traps do not mislead:
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import sqlite3
 import threading
@@ -604,95 +603,3 @@ def _combine_lag(replica: Probe, primary: Probe) -> None:
 def _parallel(aliases: list[str], fn: Callable[[str], Probe]) -> dict[str, Probe]:
     with ThreadPoolExecutor(max_workers=len(aliases)) as executor:
         return dict(zip(aliases, executor.map(fn, aliases), strict=True))
-
-
-# --- the shard-health panel ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ThresholdRow:
-    label: str
-    warn: str
-    critical: str
-
-
-@dataclass
-class ShardHealthOverview:
-    snapshot: Snapshot
-    thresholds: list[ThresholdRow]
-    top_customers: Any  # CrossShard[list[TopCustomer]]
-    events_last_hour: Any  # CrossShard[dict[str, int]]
-    cache: Any = None  # store.cache_health.CacheProbe
-
-    @property
-    def partial_shards(self) -> dict[str, str]:
-        return {**self.top_customers.failed, **self.events_last_hour.failed}
-
-
-_THRESHOLD_LABELS = {
-    "latency_ms": ("Round trip", "≥ {} ms"),
-    "connections_pct": ("Connections used", "≥ {} % of max"),
-    "lag_seconds": ("Replica lag", "≥ {} s"),
-    "transaction_age_s": ("Oldest transaction", "≥ {} s"),
-    "query_age_s": ("Longest query", "≥ {} s"),
-    "idle_in_transaction": ("Idle in transaction", "≥ {} sessions"),
-    "blocked_queries": ("Blocked queries", "≥ {}"),
-    "cache_hit_pct": ("Cache hit ratio", "< {} %"),
-}
-
-
-CUSTOMER_FIGURES_SECONDS = 15
-
-
-def _customer_figures_key() -> str:
-    from store.caching import namespace_versions
-
-    return f"health:customers:{namespace_versions('customers')['customers']}"
-
-
-def _fresh_customer_figures() -> tuple[Any, Any]:
-    """Top customers and last-hour events: a scan of every shard (each in parallel)."""
-    from store.selectors.customers import customer_events_last_hour, top_customers_by_lifetime_value
-
-    figures = (top_customers_by_lifetime_value(limit=5), customer_events_last_hour())
-    if not any(f.partial for f in figures):
-        cache.set(_customer_figures_key(), figures, timeout=CUSTOMER_FIGURES_SECONDS)
-    return figures
-
-
-def shard_health_overview() -> ShardHealthOverview:
-    """Everything the shard-health panel shows: probes, thresholds, cross-shard figures."""
-    rows = [
-        ThresholdRow(label, fmt.format(f"{warn:g}"), fmt.format(f"{crit:g}"))
-        for key, (warn, crit) in thresholds().items()
-        for label, fmt in [_THRESHOLD_LABELS[key]]
-    ]
-    from store.cache_health import probe_cache
-
-    # The probes and the cross-shard figures run side by side: the panel takes as long
-    # as the slower of the two, not their sum. Only complete figures are kept, and
-    # none is used while a shard probe says "down": the partial-results banner must
-    # appear as soon as the outage does.
-    cached = cache.get(_customer_figures_key())
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-health") as pool:
-        # The figures in a helper thread (their scatter-gather has threads of its
-        # own), the probes here, where the panel's query capture is installed.
-        fresh = (
-            pool.submit(contextvars.copy_context().run, _fresh_customer_figures)
-            if cached is None
-            else None
-        )
-        snapshot = health_snapshot()
-        shard_down = any(p.kind == "shard" and not p.reachable for p in snapshot.probes)
-        if fresh is not None:
-            cached = fresh.result()
-        elif shard_down:
-            cached = _fresh_customer_figures()
-    top_customers, events = cached
-    return ShardHealthOverview(
-        snapshot=snapshot,
-        thresholds=rows,
-        top_customers=top_customers,
-        events_last_hour=events,
-        cache=probe_cache(),
-    )

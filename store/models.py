@@ -296,9 +296,13 @@ class OutboxEvent(models.Model):
 
 class ShardedQuerySet(models.QuerySet[Any]):
     def for_user(self, user_id: int) -> Any:
-        from store.sharding import shard_for_user
-
-        return self.using(shard_for_user(user_id)).filter(user_id=user_id)
+        # The "user_id" hint sends these queries to the user's shard (ShardRouter):
+        # no import of store.sharding here, which imports the models. Django passes a
+        # QuerySet's _hints to the router and keeps them on every clone (the stubs
+        # do not declare the attribute).
+        queryset = self.filter(user_id=user_id)
+        queryset._hints = {**queryset._hints, "user_id": user_id}  # type: ignore[attr-defined]
+        return queryset
 
 
 class CustomerProfile(models.Model):

@@ -27,7 +27,6 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections, transaction
-from django.http import HttpRequest, HttpResponse
 
 logger = logging.getLogger("store.querylog")
 
@@ -181,14 +180,3 @@ def explain(record: QueryRecord, *, analyze: bool = False) -> list[str]:
     with conn.cursor() as cursor:
         cursor.execute("EXPLAIN QUERY PLAN " + record.sql, record.params)
         return [" ".join(str(col) for col in row) for row in cursor.fetchall()]
-
-
-class SlowQueryMiddleware:
-    """Every request's queries go through the wrapper, so slow ones are logged."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        with instrumented():
-            return self.get_response(request)

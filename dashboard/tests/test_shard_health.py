@@ -56,7 +56,8 @@ def test_outsiders_cannot_see_the_panel(outsider_client: Client) -> None:
 
 def test_customer_figures_are_shared_until_customers_change_or_a_shard_fails() -> None:
     from store.caching import bump_now
-    from store.health import CACHE_KEY, shard_health_overview
+    from store.health import CACHE_KEY
+    from store.selectors.shard_health import shard_health_overview
 
     make_customer(1, value=100)
     assert [c.user_id for c in shard_health_overview().top_customers.value] == [1]

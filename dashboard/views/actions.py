@@ -386,7 +386,7 @@ def prices_change(request: HtmxHttpRequest) -> HttpResponse:
     )
     if not data["confirm"]:
         preview = price_change_preview(filters=filters)
-        confirm_data = form.data.copy()
+        confirm_data = form.data.copy()  # type: ignore[attr-defined]  # a QueryDict
         confirm_data["confirm"] = "on"
         ctx = {**context, "form": PriceChangeForm(confirm_data), "preview": preview}
         return _page(request, "price-confirm", ctx)

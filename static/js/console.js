@@ -6,6 +6,23 @@ document.addEventListener("visibilitychange", () => {
   }
 });
 
+// A poll (no triggering event) of a panel while the tab is hidden is cancelled here:
+// htmx's trigger filter "[...]" would need eval, which the Content-Security-Policy refuses.
+document.addEventListener("htmx:confirm", (event) => {
+  const elt = event.detail.elt;
+  if (!event.detail.triggeringEvent && document.visibilityState !== "visible" &&
+      elt && elt.matches && elt.matches("[data-refresh-on-visible]")) {
+    event.preventDefault();
+  }
+});
+
+// A control with data-submit-on-change submits its form (the form= attribute's too):
+// the "Rows per page" select. A listener here, as hx-on would need eval.
+document.addEventListener("change", (event) => {
+  const control = event.target.closest && event.target.closest("[data-submit-on-change]");
+  if (control && control.form && window.htmx) htmx.trigger(control.form, "submit");
+});
+
 // A panel whose request fails (server error, network down) keeps its last content
 // and says so; the next successful refresh replaces the whole panel, box included.
 function panelFailed(event) {

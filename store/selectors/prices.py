@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, Max, Min
+from django.db.models import Count, Max, Min, Q
 
 from store.models import Product
-from store.services.prices import PriceFilter
+
+
+@dataclass(frozen=True)
+class PriceFilter:
+    """Which products a bulk price change touches (here, as selectors never import services)."""
+
+    shop_id: int | None = None
+    category_id: int | None = None
+
+    def q(self) -> Q:
+        q = Q()
+        if self.shop_id is not None:
+            q &= Q(shop_id=self.shop_id)
+        if self.category_id is not None:
+            q &= Q(category_id=self.category_id)
+        return q
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from django.db.models import BigIntegerField, F, Q
+from django.db.models import BigIntegerField, F
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -13,6 +13,7 @@ from django.utils import timezone
 from store.caching import bump
 from store.exceptions import NothingToChange, StockLimitExceeded
 from store.models import Product
+from store.selectors.prices import PriceFilter  # a selector too: the preview reads with it
 from store.services.outbox import actor_ref, outbox_enqueue
 from store.services.retry import atomic_with_retry
 from store.services.rollups import price_change_rollup
@@ -22,20 +23,6 @@ logger = logging.getLogger(__name__)
 
 MIN_PERCENT = -90
 MAX_PERCENT = 100
-
-
-@dataclass(frozen=True)
-class PriceFilter:
-    shop_id: int | None = None
-    category_id: int | None = None
-
-    def q(self) -> Q:
-        q = Q()
-        if self.shop_id is not None:
-            q &= Q(shop_id=self.shop_id)
-        if self.category_id is not None:
-            q &= Q(category_id=self.category_id)
-        return q
 
 
 def new_price_expression(percent: int) -> CombinedExpression:
