@@ -21,6 +21,7 @@ Replication lag is measured so that the usual traps do not mislead:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import sqlite3
@@ -160,6 +161,13 @@ def _pg_connect(alias: str) -> psycopg.Connection:
     )
 
 
+def _watched(conn: psycopg.Connection, alias: str) -> contextlib.AbstractContextManager[None]:
+    """A probe connection too is cut at the deadline (a peer may go silent mid-probe)."""
+    from store.deadlines import watched
+
+    return watched(alias, conn.pgconn.socket, OVERALL_DEADLINE_S)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -193,7 +201,7 @@ class _Statements:
 
 def _probe_postgres(probe: Probe, *, heartbeat: bool) -> None:
     started = time.perf_counter()
-    with _pg_connect(probe.alias) as conn:
+    with _pg_connect(probe.alias) as conn, _watched(conn, probe.alias):
         conn.execute("SELECT 1")
         probe.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         probe.reachable = True
@@ -353,7 +361,7 @@ def probe_alias(alias: str, *, heartbeat: bool = False) -> Probe:
             _probe_postgres(probe, heartbeat=heartbeat)
         else:
             _probe_sqlite(probe)
-    except (psycopg.Error, sqlite3.Error, OSError) as exc:
+    except (psycopg.Error, sqlite3.Error, OSError, DatabaseError) as exc:
         probe.reachable = False
         probe.error = _first_line(exc)
     return probe
@@ -456,7 +464,10 @@ def probe_all(aliases: list[str] | None = None) -> Snapshot:
     started = time.perf_counter()
     executor = ThreadPoolExecutor(max_workers=len(aliases), thread_name_prefix="health")
     futures = {
-        executor.submit(probe_alias, alias, heartbeat=alias == "default"): alias
+        # The heartbeat (a commit) only matters to replicas' lag.
+        executor.submit(
+            probe_alias, alias, heartbeat=alias == "default" and bool(settings.REPLICA_ALIASES)
+        ): alias
         for alias in aliases
     }
     done, _ = wait(futures, timeout=OVERALL_DEADLINE_S)
@@ -535,9 +546,28 @@ def _state_from(probe: Probe) -> ReplicaState:
 
 
 def _remember_replicas(snapshot: Snapshot) -> None:
+    from store import deadlines
+
     for probe in snapshot.probes:
         if probe.kind == "replica":
             _replica_states[probe.alias] = _state_from(probe)
+        # A probe is a fresh connection: what it finds opens or closes the breaker
+        # that requests obey (store/deadlines.py).
+        if probe.vendor == "postgresql" and deadlines.has_breaker(probe.alias):
+            if probe.reachable:
+                deadlines.reset(probe.alias)
+            elif deadlines.is_silence(probe.error):
+                deadlines.trip(probe.alias, f"health probe: {probe.error}")
+
+
+def fresh_connection_answers(alias: str) -> str:
+    """ "" if ``alias`` answers ``SELECT 1`` on a new connection, else why not."""
+    try:
+        with _pg_connect(alias) as conn, _watched(conn, alias):
+            conn.execute("SELECT 1")
+    except (psycopg.Error, DatabaseError) as exc:
+        return _first_line(exc)
+    return ""
 
 
 def replica_state(alias: str) -> ReplicaState:
@@ -580,7 +610,7 @@ def _light_probe(alias: str) -> Probe:
     """Only what routing needs: reachability, role, positions (two cheap queries)."""
     probe = probe_alias_placeholder(alias, "")
     try:
-        with _pg_connect(alias) as conn:
+        with _pg_connect(alias) as conn, _watched(conn, alias):
             probe.reachable = True
             q = _Statements(conn, probe)
             row = q.one("SELECT pg_is_in_recovery()")
@@ -590,7 +620,7 @@ def _light_probe(alias: str) -> Probe:
             elif probe.role == "primary":
                 row = q.one("SELECT pg_current_wal_lsn()::text")
                 probe.wal_lsn = row[0] if row else None
-    except psycopg.Error as exc:
+    except (psycopg.Error, DatabaseError) as exc:
         probe.reachable = False
         probe.error = _first_line(exc)
     return probe
@@ -652,9 +682,9 @@ def _customer_figures_key() -> str:
 
 def _fresh_customer_figures() -> tuple[Any, Any]:
     """Top customers and last-hour events: a scan of every shard (each in parallel)."""
-    from store.selectors.customers import customer_events_last_hour, top_customers_by_lifetime_value
+    from store.selectors.customers import customer_figures
 
-    figures = (top_customers_by_lifetime_value(limit=5), customer_events_last_hour())
+    figures = customer_figures(limit=5)
     if not any(f.partial for f in figures):
         cache.set(_customer_figures_key(), figures, timeout=CUSTOMER_FIGURES_SECONDS)
     return figures
@@ -667,26 +697,31 @@ def shard_health_overview() -> ShardHealthOverview:
         for key, (warn, crit) in thresholds().items()
         for label, fmt in [_THRESHOLD_LABELS[key]]
     ]
+    from store import deadlines
     from store.cache_health import probe_cache
 
-    # The probes and the cross-shard figures run side by side: the panel takes as long
-    # as the slower of the two, not their sum. Only complete figures are kept, and
-    # none is used while a shard probe says "down": the partial-results banner must
-    # appear as soon as the outage does.
+    # Probes, the cross-shard figures and the cache probe run side by side under one
+    # budget: the panel takes as long as the slowest part (a probe deadline at worst),
+    # not their sum. Only complete figures are kept, and none is used while a shard is
+    # down: the partial-results banner must appear as soon as the outage does.
     cached = cache.get(_customer_figures_key())
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-health") as pool:
-        # The figures in a helper thread (their scatter-gather has threads of its
-        # own), the probes here, where the panel's query capture is installed.
+    if any(deadlines.is_down(alias) for alias in settings.SHARD_ALIASES):
+        cached = None
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="shard-health") as pool:
+        # The figures and the cache probe in helper threads (the scatter-gather has
+        # threads of its own), the probes here, where the panel's query capture is.
         fresh = (
             pool.submit(contextvars.copy_context().run, _fresh_customer_figures)
             if cached is None
             else None
         )
+        cache_probe = pool.submit(probe_cache)
         snapshot = health_snapshot()
         shard_down = any(p.kind == "shard" and not p.reachable for p in snapshot.probes)
         if fresh is not None:
             cached = fresh.result()
         elif shard_down:
+            # The probe has just marked the shard down: this fails it at once.
             cached = _fresh_customer_figures()
     top_customers, events = cached
     return ShardHealthOverview(
@@ -694,5 +729,5 @@ def shard_health_overview() -> ShardHealthOverview:
         thresholds=rows,
         top_customers=top_customers,
         events_last_hour=events,
-        cache=probe_cache(),
+        cache=cache_probe.result(),
     )
