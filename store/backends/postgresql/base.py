@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, creation
 from django.db.backends.utils import CursorWrapper as DjangoCursorWrapper
 
 from store import deadlines
@@ -83,7 +83,38 @@ class CursorDebugWrapper(_Guarded, base.CursorDebugWrapper):
     pass
 
 
+@contextlib.contextmanager
+def _unbounded(connection: DatabaseWrapper) -> Iterator[None]:
+    """Creating and dropping test databases (and migrating them) has no deadline."""
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    saved = options.pop("options", None)
+    connection.close()
+    try:
+        with deadlines.deadline(0):
+            yield
+    finally:
+        connection.close()
+        if saved is not None:
+            options["options"] = saved
+
+
+class DatabaseCreation(creation.DatabaseCreation):
+    connection: DatabaseWrapper
+
+    def create_test_db(self, *args: Any, **kwargs: Any) -> Any:
+        with _unbounded(self.connection):
+            return super().create_test_db(*args, **kwargs)
+
+    def destroy_test_db(self, *args: Any, **kwargs: Any) -> Any:
+        from store.health import probe_connections_close
+
+        probe_connections_close()  # the health probes' own connections, kept briefly
+        with _unbounded(self.connection):
+            return super().destroy_test_db(*args, **kwargs)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    creation_class = DatabaseCreation
     _generation = 0
 
     @contextlib.contextmanager
