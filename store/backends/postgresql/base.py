@@ -148,7 +148,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _cursor(self, name: str | None = None) -> Any:
         self._refuse_if_down()
-        return super()._cursor(name)
+        return super()._cursor(name)  # type: ignore[misc]  # untyped in django-stubs
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         self._refuse_if_down()
@@ -169,11 +169,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _commit(self) -> Any:
         with self.watch():
-            return super()._commit()
+            return super()._commit()  # type: ignore[misc]
 
     def _rollback(self) -> Any:
         with self.watch():
-            return super()._rollback()
+            return super()._rollback()  # type: ignore[misc]
 
     def make_cursor(self, cursor: Any) -> CursorWrapper:
         return CursorWrapper(cursor, self)
