@@ -7,6 +7,9 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # Commands (bulk seeding, rollup rebuilds) run single statements longer than any
+    # request's deadline; web processes (gunicorn, tests) keep theirs.
+    os.environ.setdefault("STOREOPS_STATEMENT_TIMEOUT", "0")
     if sys.argv[1:2] == ["demo"]:
         # The demo is the local playground: debug pages on, unless told otherwise.
         os.environ.setdefault("DEBUG", "true")

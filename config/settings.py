@@ -187,7 +187,45 @@ def _sqlite(path: Path) -> dict[str, Any]:
     }
 
 
-def _from_url(url: str, *, connect_timeout: int = 5) -> dict[str, Any]:
+# Every wait on a database has a deadline (store/deadlines.py). Server side, per
+# alias: statement_timeout (and lock_timeout, for writes on the primary); client side:
+# connect timeout, TCP keepalives and tcp_user_timeout so a dead host is noticed, and
+# the application's own deadline (statement timeout + 0.5 s) for a peer that accepts
+# the connection and then stays silent. 0 turns an alias's timeouts off; manage.py
+# commands run with STOREOPS_STATEMENT_TIMEOUT=0 unless it is set (bulk seeding and
+# rollup rebuilds are long single statements).
+STOREOPS_STATEMENT_TIMEOUT = env_number("STOREOPS_STATEMENT_TIMEOUT", 30.0, kind=float)
+STOREOPS_LOCK_TIMEOUT = env_number("STOREOPS_LOCK_TIMEOUT", 10.0, kind=float)
+STOREOPS_REPLICA_TIMEOUT = env_number("STOREOPS_REPLICA_TIMEOUT", 5.0, kind=float)
+# Per-shard deadline of a cross-shard read (late shards make it partial), and of any
+# statement on a shard (a customer's page answers 503 past it).
+STOREOPS_SHARD_TIMEOUT = env_number("STOREOPS_SHARD_TIMEOUT", 2.0, kind=float)
+
+
+def _postgres_options(*, connect_timeout: int, statement_s: float, lock_s: float) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "connect_timeout": connect_timeout,
+        "application_name": "storeops",
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        # Unacknowledged data for this long ends the connection (a dead host).
+        "tcp_user_timeout": 10_000,
+    }
+    server = []
+    if statement_s:
+        server.append(f"-c statement_timeout={int(statement_s * 1000)}")
+    if lock_s:
+        server.append(f"-c lock_timeout={int(lock_s * 1000)}")
+    if server:
+        options["options"] = " ".join(server)
+    return options
+
+
+def _from_url(
+    url: str, *, connect_timeout: int = 5, statement_s: float = 0.0, lock_s: float = 0.0
+) -> dict[str, Any]:
     try:
         config: dict[str, Any] = dict(dj_database_url.parse(url))
     except (ValueError, KeyError) as exc:
@@ -198,25 +236,43 @@ def _from_url(url: str, *, connect_timeout: int = 5) -> dict[str, Any]:
     config["CONN_HEALTH_CHECKS"] = True
     config.setdefault("OPTIONS", {})
     if "postgresql" in config["ENGINE"]:
-        config["OPTIONS"].setdefault("connect_timeout", connect_timeout)
-        config["OPTIONS"].setdefault("application_name", "storeops")
+        # Django's backend plus the application-side deadline (store/deadlines.py).
+        config["ENGINE"] = "store.backends.postgresql"
+        config["STOREOPS_DEADLINE"] = statement_s
+        for key, value in _postgres_options(
+            connect_timeout=connect_timeout, statement_s=statement_s, lock_s=lock_s
+        ).items():
+            config["OPTIONS"].setdefault(key, value)
     return config
 
 
 DATABASE_URL = env_str("DATABASE_URL")
 DATABASES: dict[str, dict[str, Any]] = {
-    "default": _from_url(DATABASE_URL) if DATABASE_URL else _sqlite(VAR_DIR / "storeops.sqlite3")
+    "default": _from_url(
+        DATABASE_URL,
+        statement_s=STOREOPS_STATEMENT_TIMEOUT,
+        lock_s=STOREOPS_LOCK_TIMEOUT if STOREOPS_STATEMENT_TIMEOUT else 0.0,
+    )
+    if DATABASE_URL
+    else _sqlite(VAR_DIR / "storeops.sqlite3")
 }
+# Replicas and shards follow the primary's switch: off for manage.py commands.
+_bounded = bool(STOREOPS_STATEMENT_TIMEOUT)
 for _i, _url in enumerate(env_list("DATABASE_REPLICA_URLS")):
     # A dead replica must cost about a second, not a request's worth of waiting.
-    DATABASES[f"replica_{_i}"] = _from_url(_url, connect_timeout=1) | {
-        "TEST": {"MIRROR": "default"}
-    }
+    DATABASES[f"replica_{_i}"] = _from_url(
+        _url, connect_timeout=1, statement_s=STOREOPS_REPLICA_TIMEOUT if _bounded else 0.0
+    ) | {"TEST": {"MIRROR": "default"}}
 _shard_urls = env_list("DATABASE_SHARD_URLS") or [
     f"sqlite:///{VAR_DIR / f'shard_{n}.sqlite3'}" for n in range(2)
 ]
 for _i, _url in enumerate(_shard_urls):
-    DATABASES[f"shard_{_i}"] = _from_url(_url, connect_timeout=2)
+    DATABASES[f"shard_{_i}"] = _from_url(
+        _url,
+        connect_timeout=2,
+        statement_s=STOREOPS_SHARD_TIMEOUT if _bounded else 0.0,
+        lock_s=STOREOPS_LOCK_TIMEOUT if _bounded else 0.0,
+    )
 
 REPLICA_ALIASES = [alias for alias in DATABASES if alias.startswith("replica_")]
 SHARD_ALIASES = [alias for alias in DATABASES if alias.startswith("shard_")]
@@ -264,8 +320,6 @@ STOREOPS_LEDGER_FOLD_EVERY = env_number("STOREOPS_LEDGER_FOLD_EVERY", 500, minim
 STOREOPS_SHARD_BUCKETS = 1024
 # How long a process trusts its copy of the bucket map (a move waits this long).
 STOREOPS_SHARD_MAP_SECONDS = env_number("STOREOPS_SHARD_MAP_SECONDS", 2.0, kind=float)
-# Per-shard deadline of a cross-shard read; late shards make the result partial.
-STOREOPS_SHARD_TIMEOUT = env_number("STOREOPS_SHARD_TIMEOUT", 2.0, kind=float)
 # A replica's health (reachable, lag) is re-checked at most this often per process.
 STOREOPS_REPLICA_CHECK_SECONDS = env_number("STOREOPS_REPLICA_CHECK_SECONDS", 2.0, kind=float)
 # The shard-health panel and /readyz share probe results for this long.

@@ -21,11 +21,12 @@ Replication lag is measured so that the usual traps do not mislead:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
 
+from store import deadlines
 from store.sharding import bucket_ranges
 
 logger = logging.getLogger(__name__)
@@ -145,18 +147,17 @@ def _kind(alias: str) -> str:
 
 
 def _pg_connect(alias: str) -> psycopg.Connection:
-    conf = settings.DATABASES[alias]
-    return psycopg.connect(
-        dbname=conf["NAME"],
-        user=conf.get("USER") or None,
-        password=conf.get("PASSWORD") or None,
-        host=conf.get("HOST") or None,
-        port=conf.get("PORT") or None,
+    return deadlines.probe_connect(
+        alias,
         connect_timeout=CONNECT_TIMEOUT_S,
-        application_name="storeops-health",
-        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}",
-        autocommit=True,
+        statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+        lock_timeout_ms=LOCK_TIMEOUT_MS,
     )
+
+
+def _watched(conn: psycopg.Connection, alias: str) -> contextlib.AbstractContextManager[None]:
+    """A probe connection too is cut at the deadline (a peer may go silent mid-probe)."""
+    return deadlines.watched(alias, conn.pgconn.socket, OVERALL_DEADLINE_S)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -190,67 +191,138 @@ class _Statements:
             return None
 
 
+# Everything a probe reads, in one round trip (each costs a millisecond or more on a
+# loaded server; the panel's cold compute is mostly round trips). Replica fields are
+# NULL on a primary and the other way round; the row estimates come from the planner.
+_PROBE_SQL = """
+SELECT pg_is_in_recovery(), pg_database_size(current_database()),
+ (SELECT count(*) FROM pg_stat_activity),
+ current_setting('max_connections')::int,
+ (SELECT round(100.0 * blks_hit / nullif(blks_hit + blks_read, 0), 2)
+    FROM pg_stat_database WHERE datname = current_database()),
+ a.longest_query, a.longest_transaction, a.idle_in_transaction,
+ EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'),
+ CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text
+      ELSE pg_current_wal_lsn()::text END,
+ CASE WHEN pg_is_in_recovery()
+      THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,
+ (SELECT status FROM pg_stat_wal_receiver),
+ (SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('store_customerprofile')),
+ (SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('store_customerevent')),
+ (SELECT json_agg(b ORDER BY b.started) FROM (
+    SELECT w.pid, pg_blocking_pids(w.pid) AS blocked_by, w.query_start AS started,
+     extract(epoch FROM now() - w.query_start) AS wait_s, left(w.query, 200) AS query,
+     (SELECT left(x.query, 200) FROM pg_stat_activity x
+       WHERE x.pid = (pg_blocking_pids(w.pid))[1]) AS blocker_query
+    FROM pg_stat_activity w
+    WHERE w.datname = current_database() AND cardinality(pg_blocking_pids(w.pid)) > 0
+    ORDER BY w.query_start LIMIT 10) b),
+ (SELECT json_agg(r ORDER BY r.address, r.name) FROM (
+    SELECT application_name AS name, client_addr::text AS address, state,
+     pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS replay_lag_bytes,
+     extract(epoch FROM write_lag)::float AS write_lag_s,
+     extract(epoch FROM flush_lag)::float AS flush_lag_s,
+     extract(epoch FROM replay_lag)::float AS replay_lag_s
+    FROM pg_stat_replication WHERE NOT pg_is_in_recovery()) r)
+FROM (SELECT
+  extract(epoch FROM max(now() - query_start) FILTER (WHERE state = 'active'))
+    AS longest_query,
+  extract(epoch FROM max(now() - xact_start)) AS longest_transaction,
+  count(*) FILTER (WHERE state LIKE 'idle in transaction%%') AS idle_in_transaction
+  FROM pg_stat_activity
+  WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND backend_type = 'client backend') a
+"""
+
+# A probe connection is the probes' own (never a request's) and lives a few seconds:
+# reused by the next probe round, so a cold panel does not pay a connection per
+# database each time, and discarded on any error or overrun (store/deadlines.py cuts
+# it at the probe deadline if the peer goes silent).
+PROBE_CONNECTION_SECONDS = 10.0
+_probe_connections: dict[tuple[str, ...], tuple[psycopg.Connection, float]] = {}
+_probe_connections_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _probe_connection(alias: str) -> Iterator[psycopg.Connection]:
+    conf = settings.DATABASES[alias]
+    # Keyed by where it points too: a changed HOST or PORT gets a new connection.
+    key = (alias, str(conf["NAME"]), str(conf.get("HOST")), str(conf.get("PORT")))
+    with _probe_connections_lock:
+        kept = _probe_connections.pop(key, None)
+    if kept is not None and time.monotonic() - kept[1] < PROBE_CONNECTION_SECONDS:
+        conn, born = kept
+    else:
+        if kept is not None:
+            kept[0].close()
+        conn, born = _pg_connect(alias), time.monotonic()
+    try:
+        with _watched(conn, alias):
+            yield conn
+    except BaseException:
+        conn.close()
+        raise
+    if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.close()
+        return
+    with _probe_connections_lock:
+        previous = _probe_connections.pop(key, None)
+        _probe_connections[key] = (conn, born)
+    if previous is not None:
+        previous[0].close()
+
+
+def probe_connections_close() -> None:
+    with _probe_connections_lock:
+        kept = list(_probe_connections.values())
+        _probe_connections.clear()
+    for conn, _ in kept:
+        conn.close()
+
+
 def _probe_postgres(probe: Probe, *, heartbeat: bool) -> None:
     started = time.perf_counter()
-    with _pg_connect(probe.alias) as conn:
+    with _probe_connection(probe.alias) as conn:
         conn.execute("SELECT 1")
         probe.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         probe.reachable = True
         q = _Statements(conn, probe)
-        row = q.one(
-            "SELECT pg_is_in_recovery(), pg_database_size(current_database()),"
-            " (SELECT count(*) FROM pg_stat_activity),"
-            " current_setting('max_connections')::int,"
-            " (SELECT round(100.0 * blks_hit / nullif(blks_hit + blks_read, 0), 2)"
-            "    FROM pg_stat_database WHERE datname = current_database())"
-        )
-        if row:
-            in_recovery, probe.size_bytes, probe.connections, probe.max_connections, hit = row
-            probe.role = "replica" if in_recovery else "primary"
-            probe.cache_hit_pct = float(hit) if hit is not None else None
-        row = q.one(
-            "SELECT"
-            " extract(epoch FROM max(now() - query_start) FILTER (WHERE state = 'active')),"
-            " extract(epoch FROM max(now() - xact_start)),"
-            " count(*) FILTER (WHERE state LIKE 'idle in transaction%%')"
-            " FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND backend_type = 'client backend'"
-        )
-        if row:
-            probe.longest_query_s = float(row[0]) if row[0] is not None else 0.0
-            probe.longest_transaction_s = float(row[1]) if row[1] is not None else 0.0
-            probe.idle_in_transaction = int(row[2])
-        rows = q.all(
-            "SELECT w.pid, pg_blocking_pids(w.pid),"
-            " extract(epoch FROM now() - w.query_start), left(w.query, 200),"
-            " (SELECT left(b.query, 200) FROM pg_stat_activity b"
-            "   WHERE b.pid = (pg_blocking_pids(w.pid))[1])"
-            " FROM pg_stat_activity w"
-            " WHERE w.datname = current_database() AND cardinality(pg_blocking_pids(w.pid)) > 0"
-            " ORDER BY w.query_start LIMIT 10"
-        )
+        if heartbeat:
+            # A tiny commit that replicas replay: it keeps their "last replayed commit"
+            # fresh, so an idle store does not read as ever-growing lag.
+            q.one("SELECT pg_logical_emit_message(true, 'storeops-heartbeat', now()::text)")
+        row = q.one(_PROBE_SQL)
+        if row is None:
+            return
+        (in_recovery, probe.size_bytes, probe.connections, probe.max_connections, hit) = row[:5]
+        probe.role = "replica" if in_recovery else "primary"
+        probe.cache_hit_pct = float(hit) if hit is not None else None
+        probe.longest_query_s = float(row[5]) if row[5] is not None else 0.0
+        probe.longest_transaction_s = float(row[6]) if row[6] is not None else 0.0
+        probe.idle_in_transaction = int(row[7])
+        statements_installed = bool(row[8])
+        probe.wal_lsn = row[9]
+        if in_recovery:
+            probe.replay_age_s = float(row[10]) if row[10] is not None else None
+            probe.receiver_status = row[11]
         probe.blocked = [
             Blocked(
-                pid=r[0],
-                blocked_by=list(r[1]),
-                wait_s=float(r[2] or 0),
-                query=r[3],
-                blocker_query=r[4] or "",
+                pid=b["pid"],
+                blocked_by=list(b["blocked_by"]),
+                wait_s=float(b["wait_s"] or 0),
+                query=b["query"],
+                blocker_query=b["blocker_query"] or "",
             )
-            for r in rows or []
+            for b in row[14] or []
         ]
-        _slow_statements(q, probe)
-        if probe.role == "primary":
-            _primary_replication(q, probe, heartbeat=heartbeat)
-        elif probe.role == "replica":
-            _replica_replication(q, probe)
+        if not in_recovery:
+            probe.standbys = list(row[15] or [])
+        _slow_statements(q, probe, installed=statements_installed)
         if probe.kind == "shard":
-            _shard_rows(q, probe)
+            _shard_rows(q, probe, estimates=(row[12], row[13]))
 
 
-def _slow_statements(q: _Statements, probe: Probe) -> None:
-    installed = q.one("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'")
+def _slow_statements(q: _Statements, probe: Probe, *, installed: bool) -> None:
     if not installed:
         probe.statements_hint = STATEMENTS_HINT
         return
@@ -268,34 +340,6 @@ def _slow_statements(q: _Statements, probe: Probe) -> None:
     ]
 
 
-def _primary_replication(q: _Statements, probe: Probe, *, heartbeat: bool) -> None:
-    if heartbeat:
-        # A tiny commit that replicas replay: it keeps their "last replayed commit"
-        # fresh, so an idle store does not read as ever-growing lag.
-        q.one("SELECT pg_logical_emit_message(true, 'storeops-heartbeat', now()::text)")
-    row = q.one("SELECT pg_current_wal_lsn()::text")
-    probe.wal_lsn = row[0] if row else None
-    rows = q.all(
-        "SELECT application_name, client_addr::text, state,"
-        " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,"
-        " extract(epoch FROM write_lag), extract(epoch FROM flush_lag),"
-        " extract(epoch FROM replay_lag)"
-        " FROM pg_stat_replication ORDER BY client_addr, application_name"
-    )
-    probe.standbys = [
-        {
-            "name": r[0],
-            "address": r[1],
-            "state": r[2],
-            "replay_lag_bytes": r[3],
-            "write_lag_s": float(r[4]) if r[4] is not None else None,
-            "flush_lag_s": float(r[5]) if r[5] is not None else None,
-            "replay_lag_s": float(r[6]) if r[6] is not None else None,
-        }
-        for r in rows or []
-    ]
-
-
 def _replica_replication(q: _Statements, probe: Probe) -> None:
     row = q.one(
         "SELECT pg_last_wal_replay_lsn()::text,"
@@ -307,13 +351,14 @@ def _replica_replication(q: _Statements, probe: Probe) -> None:
         probe.replay_age_s = float(age) if age is not None else None
 
 
-def _shard_rows(q: _Statements, probe: Probe) -> None:
+def _shard_rows(q: _Statements, probe: Probe, *, estimates: tuple[Any, Any]) -> None:
     """Rows per shard table from the planner's estimate (a catalog read, not a scan:
     counting 75,000 events cost more than the rest of the probe); counted only for a
     table never analysed. ``manage.py shards`` gives exact counts."""
-    for table in ("store_customerprofile", "store_customerevent"):
-        row = q.one("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
-        if row is None or row[0] < 0:
+    tables = ("store_customerprofile", "store_customerevent")
+    for table, estimate in zip(tables, estimates, strict=True):
+        row = None if estimate is None or estimate < 0 else (estimate,)
+        if row is None:
             # Identifiers cannot be bound; these two are constants of our own schema.
             row = q.one(f"SELECT count(*) FROM {table}")  # noqa: S608
         probe.rows[table.removeprefix("store_")] = int(row[0]) if row else None
@@ -352,7 +397,7 @@ def probe_alias(alias: str, *, heartbeat: bool = False) -> Probe:
             _probe_postgres(probe, heartbeat=heartbeat)
         else:
             _probe_sqlite(probe)
-    except (psycopg.Error, sqlite3.Error, OSError) as exc:
+    except (psycopg.Error, sqlite3.Error, OSError, DatabaseError) as exc:
         probe.reachable = False
         probe.error = _first_line(exc)
     return probe
@@ -455,7 +500,10 @@ def probe_all(aliases: list[str] | None = None) -> Snapshot:
     started = time.perf_counter()
     executor = ThreadPoolExecutor(max_workers=len(aliases), thread_name_prefix="health")
     futures = {
-        executor.submit(probe_alias, alias, heartbeat=alias == "default"): alias
+        # The heartbeat (a commit) only matters to replicas' lag.
+        executor.submit(
+            probe_alias, alias, heartbeat=alias == "default" and bool(settings.REPLICA_ALIASES)
+        ): alias
         for alias in aliases
     }
     done, _ = wait(futures, timeout=OVERALL_DEADLINE_S)
@@ -537,6 +585,13 @@ def _remember_replicas(snapshot: Snapshot) -> None:
     for probe in snapshot.probes:
         if probe.kind == "replica":
             _replica_states[probe.alias] = _state_from(probe)
+        # A probe is a fresh connection: what it finds opens or closes the breaker
+        # that requests obey (store/deadlines.py).
+        if probe.vendor == "postgresql" and deadlines.has_breaker(probe.alias):
+            if probe.reachable:
+                deadlines.reset(probe.alias)
+            elif deadlines.is_silence(probe.error):
+                deadlines.trip(probe.alias, f"health probe: {probe.error}")
 
 
 def replica_state(alias: str) -> ReplicaState:
@@ -579,7 +634,7 @@ def _light_probe(alias: str) -> Probe:
     """Only what routing needs: reachability, role, positions (two cheap queries)."""
     probe = probe_alias_placeholder(alias, "")
     try:
-        with _pg_connect(alias) as conn:
+        with _pg_connect(alias) as conn, _watched(conn, alias):
             probe.reachable = True
             q = _Statements(conn, probe)
             row = q.one("SELECT pg_is_in_recovery()")
@@ -589,7 +644,7 @@ def _light_probe(alias: str) -> Probe:
             elif probe.role == "primary":
                 row = q.one("SELECT pg_current_wal_lsn()::text")
                 probe.wal_lsn = row[0] if row else None
-    except psycopg.Error as exc:
+    except (psycopg.Error, DatabaseError) as exc:
         probe.reachable = False
         probe.error = _first_line(exc)
     return probe

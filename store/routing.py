@@ -82,12 +82,13 @@ def healthy_replicas() -> list[str]:
     interval, not one per request, and reads return to it once it recovers.
     Only PostgreSQL replicas can be measured; any other alias is taken as it is.
     """
+    from store.deadlines import is_down
     from store.health import replica_state
 
     healthy = []
     for alias in settings.REPLICA_ALIASES:
         engine = settings.DATABASES.get(alias, {}).get("ENGINE", "")
-        if "postgresql" not in engine or replica_state(alias).usable:
+        if "postgresql" not in engine or (not is_down(alias) and replica_state(alias).usable):
             healthy.append(alias)
     return healthy
 
@@ -130,6 +131,15 @@ def _connectable(alias: str) -> bool:
         replica_mark_down(alias, str(exc).strip().splitlines()[0] if str(exc) else "error")
         return False
     return True
+
+
+def replica_failed(alias: str) -> None:
+    """A read on ``alias`` just failed: this request, and others, read from the primary."""
+    from store.health import replica_mark_down
+
+    replica_mark_down(alias, "a read failed")
+    if request_replica.get() is not None:  # inside a request
+        request_replica.set(PRIMARY)
 
 
 def replica_has_replayed(alias: str, lsn: str) -> bool:

@@ -144,19 +144,31 @@ class Gathered(Generic[T]):
 
 
 def _run_on_shard(fn: Callable[[str], T], alias: str, timeout: float) -> T:
+    from store.deadlines import deadline
+
     connection = connections[alias]
     try:
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                # The server gives up too, so a slow shard never keeps a thread busy.
-                cursor.execute(
-                    "SELECT set_config('statement_timeout', %s, false)",
-                    [f"{int(timeout * 1000)}ms"],
-                )
-        return fn(alias)
+        with deadline(timeout):
+            return _on_shard(fn, alias, timeout)
     finally:
         # Threads are short-lived: their connections must not outlive them.
         connection.close()
+
+
+def _on_shard(fn: Callable[[str], T], alias: str, timeout: float) -> T:
+    connection = connections[alias]
+    # A shard's connections already carry its default (STOREOPS_SHARD_TIMEOUT): only
+    # another budget costs a round trip.
+    if connection.vendor == "postgresql" and timeout != connection.settings_dict.get(
+        "STOREOPS_DEADLINE"
+    ):
+        with connection.cursor() as cursor:
+            # The server gives up too, so a slow shard never keeps a thread busy.
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, false)",
+                [f"{int(timeout * 1000)}ms"],
+            )
+    return fn(alias)
 
 
 def scatter_gather(

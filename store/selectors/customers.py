@@ -35,43 +35,64 @@ class CrossShard(Generic[T]):
         return bool(self.failed)
 
 
+def _top_on(alias: str, limit: int) -> list[TopCustomer]:
+    rows = (
+        CustomerProfile.objects.using(alias)
+        .order_by("-lifetime_value", "user_id")
+        .values_list("user_id", "name", "lifetime_value")[:limit]
+    )
+    return [TopCustomer(uid, name, value, alias) for uid, name, value in rows]
+
+
+def _merge_top(per_shard: list[list[TopCustomer]], limit: int) -> list[TopCustomer]:
+    merged = [row for rows in per_shard for row in rows]
+    merged.sort(key=lambda row: (-row.lifetime_value, row.user_id))
+    return merged[:limit]
+
+
+def _events_on(alias: str, since: datetime) -> dict[str, int]:
+    rows = (
+        CustomerEvent.objects.using(alias)
+        .filter(created_at__gte=since)
+        .order_by()
+        .values_list("kind")
+        .annotate(n=Count("pk"))
+    )
+    return dict(rows)
+
+
+def _sum_events(per_shard: list[dict[str, int]]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for counts in per_shard:
+        for kind, n in counts.items():
+            totals[kind] = totals.get(kind, 0) + n
+    return dict(sorted(totals.items()))
+
+
 def top_customers_by_lifetime_value(*, limit: int = 10) -> CrossShard[list[TopCustomer]]:
     """The global top ``limit``: each shard's own top ``limit``, merged (one query per shard)."""
-
-    def on_shard(alias: str) -> list[TopCustomer]:
-        rows = (
-            CustomerProfile.objects.using(alias)
-            .order_by("-lifetime_value", "user_id")
-            .values_list("user_id", "name", "lifetime_value")[:limit]
-        )
-        return [TopCustomer(uid, name, value, alias) for uid, name, value in rows]
-
-    gathered = scatter_gather(on_shard)
-    merged = [row for rows in gathered.results.values() for row in rows]
-    merged.sort(key=lambda row: (-row.lifetime_value, row.user_id))
-    return CrossShard(merged[:limit], gathered.failed)
+    gathered = scatter_gather(lambda alias: _top_on(alias, limit))
+    return CrossShard(_merge_top(list(gathered.results.values()), limit), gathered.failed)
 
 
 def customer_events_last_hour(*, now: datetime | None = None) -> CrossShard[dict[str, int]]:
     """Events per kind in the last hour, summed over the shards (one query per shard)."""
     since = (now or timezone.now()) - timedelta(hours=1)
+    gathered = scatter_gather(lambda alias: _events_on(alias, since))
+    return CrossShard(_sum_events(list(gathered.results.values())), gathered.failed)
 
-    def on_shard(alias: str) -> dict[str, int]:
-        rows = (
-            CustomerEvent.objects.using(alias)
-            .filter(created_at__gte=since)
-            .order_by()
-            .values_list("kind")
-            .annotate(n=Count("pk"))
-        )
-        return dict(rows)
 
-    gathered = scatter_gather(on_shard)
-    totals: dict[str, int] = {}
-    for counts in gathered.results.values():
-        for kind, n in counts.items():
-            totals[kind] = totals.get(kind, 0) + n
-    return CrossShard(dict(sorted(totals.items())), gathered.failed)
+def customer_figures(
+    *, limit: int = 5
+) -> tuple[CrossShard[list[TopCustomer]], CrossShard[dict[str, int]]]:
+    """Both of the above in one scatter-gather: one connection per shard, not two."""
+    since = timezone.now() - timedelta(hours=1)
+    gathered = scatter_gather(lambda alias: (_top_on(alias, limit), _events_on(alias, since)))
+    results = list(gathered.results.values())
+    return (
+        CrossShard(_merge_top([top for top, _ in results], limit), gathered.failed),
+        CrossShard(_sum_events([events for _, events in results]), gathered.failed),
+    )
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 
+from store import deadlines
 from store.cache_health import probe_cache
 from store.caching import namespace_versions
 from store.health import Snapshot, health_snapshot, thresholds
-from store.selectors.customers import customer_events_last_hour, top_customers_by_lifetime_value
+from store.selectors.customers import customer_figures
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ def _customer_figures_key() -> str:
 
 
 def _fresh_customer_figures() -> tuple[Any, Any]:
-    """Top customers and last-hour events: a scan of every shard (each in parallel)."""
-    figures = (top_customers_by_lifetime_value(limit=5), customer_events_last_hour())
+    """Top customers and last-hour events: one scan of every shard (each in parallel)."""
+    figures = customer_figures(limit=5)
     if not any(f.partial for f in figures):
         cache.set(_customer_figures_key(), figures, timeout=CUSTOMER_FIGURES_SECONDS)
     return figures
@@ -73,24 +75,28 @@ def shard_health_overview() -> ShardHealthOverview:
         for key, (warn, crit) in thresholds().items()
         for label, fmt in [_THRESHOLD_LABELS[key]]
     ]
-    # The probes and the cross-shard figures run side by side: the panel takes as long
-    # as the slower of the two, not their sum. Only complete figures are kept, and
-    # none is used while a shard probe says "down": the partial-results banner must
-    # appear as soon as the outage does.
+    # Probes, the cross-shard figures and the cache probe run side by side under one
+    # budget: the panel takes as long as the slowest part (a probe deadline at worst),
+    # not their sum. Only complete figures are kept, and none is used while a shard is
+    # down: the partial-results banner must appear as soon as the outage does.
     cached = cache.get(_customer_figures_key())
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-health") as pool:
-        # The figures in a helper thread (their scatter-gather has threads of its
-        # own), the probes here, where the panel's query capture is installed.
+    if any(deadlines.is_down(alias) for alias in settings.SHARD_ALIASES):
+        cached = None
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="shard-health") as pool:
+        # The figures and the cache probe in helper threads (the scatter-gather has
+        # threads of its own), the probes here, where the panel's query capture is.
         fresh = (
             pool.submit(contextvars.copy_context().run, _fresh_customer_figures)
             if cached is None
             else None
         )
+        cache_probe = pool.submit(probe_cache)
         snapshot = health_snapshot()
         shard_down = any(p.kind == "shard" and not p.reachable for p in snapshot.probes)
         if fresh is not None:
             cached = fresh.result()
         elif shard_down:
+            # The probe has just marked the shard down: this fails it at once.
             cached = _fresh_customer_figures()
     top_customers, events = cached
     return ShardHealthOverview(
@@ -98,5 +104,5 @@ def shard_health_overview() -> ShardHealthOverview:
         thresholds=rows,
         top_customers=top_customers,
         events_last_hour=events,
-        cache=probe_cache(),
+        cache=cache_probe.result(),
     )

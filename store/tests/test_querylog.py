@@ -82,10 +82,13 @@ def test_explain_analyze_runs_the_select_and_rolls_it_back() -> None:
     record = querylog.QueryRecord(
         "SELECT set_config('storeops.probe', %s, false)", ["changed"], "default", 0.0
     )
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        timeout_before = cursor.fetchone()[0]  # the alias's own (STOREOPS_STATEMENT_TIMEOUT)
     plan = querylog.explain(record, analyze=True)
     assert any("actual time" in line for line in plan)
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('storeops.probe', true)")
         assert cursor.fetchone()[0] in (None, "")
         cursor.execute("SHOW statement_timeout")
-        assert cursor.fetchone()[0] == "0"  # the timeout was local to the EXPLAIN
+        assert cursor.fetchone()[0] == timeout_before  # the timeout was local to the EXPLAIN
