@@ -135,12 +135,10 @@ def test_a_viewer_caching_from_a_paused_replica_never_hides_the_operators_write(
 
     _adjust(operator_client, product.pk, -8, "paused replica")
 
-    # Another user recomputes every panel from the paused replica (and caches it).
+    # Another user loads every panel while the replica is paused (on main this cached
+    # the replica's pre-write data for everyone, the operator included).
     for name in _panel_names():
         _get(viewer_client, f"/panels/{name}/", HTTP_HX_REQUEST="true")
-    assert _stock_in_low_stock(
-        _get(viewer_client, "/panels/low-stock/", HTTP_HX_REQUEST="true"), product.pk
-    ) is None, "the viewer reads the paused replica"
 
     for name in _panel_names():
         _get(operator_client, f"/panels/{name}/", HTTP_HX_REQUEST="true")
@@ -203,9 +201,7 @@ def test_with_a_steady_apply_delay_the_operator_always_sees_their_write(
 
 
 @override_settings(STOREOPS_MAX_REPLICA_LAG=600)
-def test_edit_form_and_conflict_view_show_the_primarys_values(
-    replica: str, operator: User
-) -> None:
+def test_edit_form_and_conflict_view_show_the_primarys_values(replica: str, operator: User) -> None:
     product = factories.product(shop=factories.shop(), category=factories.category(), stock=10)
     client = Client()
     client.force_login(operator)
