@@ -21,6 +21,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -133,7 +134,9 @@ class PrimaryStickinessMiddleware:
 
         An expired or tampered cookie reads as no pin.
         """
-        value = request.get_signed_cookie(COOKIE, default=None, salt=SALT, max_age=pin_seconds())
+        value = request.get_signed_cookie(
+            COOKIE, default=None, salt=SALT, max_age=timedelta(seconds=pin_seconds())
+        )
         if not isinstance(value, str) or (value and "/" not in value):
             return None
         return value

@@ -74,10 +74,10 @@ def replica() -> Iterator[str]:
     connections[alias].close()
 
 
-def _get(client: Client, url: str, **headers: str) -> str:
+def _get(client: Client, url: str, HTTP_HX_REQUEST: str = "") -> str:
     # What Django's WSGI handler does at every request start (the test client skips it).
     close_old_connections()
-    response = client.get(url, **headers)
+    response = client.get(url, headers={"HX-Request": HTTP_HX_REQUEST} if HTTP_HX_REQUEST else {})
     assert response.status_code == 200, (url, response.status_code)
     return response.content.decode()
 

@@ -47,8 +47,8 @@ from store.exceptions import (
     VersionConflict,
 )
 from store.models import Order, OutboxEvent, Product
-from store.routing import decides
 from store.money import format_money
+from store.routing import decides
 from store.selectors.prices import price_change_preview
 from store.selectors.stock import recent_movements
 from store.services import orders as order_services
