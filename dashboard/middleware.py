@@ -145,8 +145,10 @@ class PrimaryStickinessMiddleware:
     def _every_replica_passed(position: int) -> bool:
         """The pin ends once every configured replica (a down one too: it may come
         back behind the write) has replayed past it."""
+        healthy = set(routing.healthy_replicas())  # a dead one costs no connect timeout
         return all(
-            (routing.replica_position(alias) or 0) >= position for alias in settings.REPLICA_ALIASES
+            alias in healthy and (routing.replica_position(alias) or 0) >= position
+            for alias in settings.REPLICA_ALIASES
         )
 
     @staticmethod
