@@ -834,8 +834,9 @@ def _compute_once(
     while time.monotonic() < deadline:
         time.sleep(0.02)
         found = cache.get(store_key)
-        usable = isinstance(found, _Envelope) and found.versions == versions
-        if usable and _position(found) >= floor:
+        if isinstance(found, _Envelope) and found.versions == versions:
+            if _position(found) < floor:
+                break  # read before what this caller must see: no use waiting for it
             count(label, "hit")
             return Computed(found.value, found.computed_at, hit=True)
     return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label, floor=floor)
