@@ -37,7 +37,8 @@ from bench import harness
 from bench.scenarios.tables import _client  # a logged-in superuser's test client
 from scripts import pg_replica
 
-BASE = "storeops_bench_replicas"
+# Overridable so that runs sharing a server do not clone into the same database.
+BASE = os.environ.get("STOREOPS_BENCH_REPLICAS_DB", "storeops_bench_replicas")
 WORKERS = 4
 SECONDS = 6.0
 ROUNDS = 4

@@ -48,10 +48,11 @@ def _wait_until_replayed(alias: str, timeout: float = 90) -> None:
 
 
 def _set_apply_delay(alias: str, value: str) -> None:
-    port = settings.DATABASES[alias]["PORT"]
     import psycopg
 
-    with psycopg.connect(f"postgres://postgres@127.0.0.1:{port}/postgres", autocommit=True) as c:
+    conf = settings.DATABASES[alias]
+    url = f"postgres://{conf['USER']}@{conf['HOST']}:{conf['PORT']}/postgres"
+    with psycopg.connect(url, autocommit=True) as c:  # ALTER SYSTEM works on a standby
         c.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{value}'")
         c.execute("SELECT pg_reload_conf()")
 
