@@ -380,7 +380,9 @@ def test_configuring_a_third_shard_moves_no_customer(settings, third_shard) -> N
     third_shard()
     check_shard_map()  # the stored map is served as it is (and re-read)
     assert {uid: shard_for_user(uid) for uid in range(1, 2000)} == before
-    assert customer_profile(user_id=7).lifetime_value == 70
+    profile = customer_profile(user_id=7)
+    assert profile is not None
+    assert profile.lifetime_value == 70
     out = StringIO()
     call_command("shards", stdout=out)
     assert "shard_2: 0 buckets (none)" in out.getvalue()
@@ -401,7 +403,9 @@ def test_buckets_move_to_a_third_shard_only_through_shards_move(third_shard) -> 
     assert _digests("shard_2", first, last) == before
     for uid in moving:
         assert shard_for_user(uid) == "shard_2"
-        assert customer_profile(user_id=uid).lifetime_value == uid
+        profile = customer_profile(user_id=uid)
+        assert profile is not None
+        assert profile.lifetime_value == uid
 
 
 def test_removing_a_shard_that_owns_buckets_is_refused(settings, third_shard) -> None:
