@@ -5,19 +5,23 @@ A request pins its client when it used an unsafe method *and* committed a write 
 only once ``on_commit`` fires, so a rolled-back attempt pins nobody). Whatever the
 status code: HTMX POSTs answer 200.
 
-The pin travels in a signed cookie (never the session, whose reads must not depend
-on a replica), valid for ``STOREOPS_STICKY_SECONDS`` at most. On PostgreSQL the
-cookie also carries the primary's WAL position after the write; as soon as the
-replica this request would read from has replayed past it, the pin is dropped
-early. The decision lives in ``store.routing`` context variables, set and reset
+The pin is a position, not a timer: on PostgreSQL the signed cookie (never the
+session, whose reads must not depend on a replica) carries the primary's WAL
+position after the write. A pinned request reads from a replica that has replayed
+past it, else from the primary; its cached data is never older than it
+(store.caching); the cookie is dropped as soon as every replica has passed it.
+``pin_seconds()`` bounds it in time (off PostgreSQL the timer is all there is).
+The decision lives in ``store.routing`` context variables, set and reset
 around each request, so it cannot leak to another request or thread.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -82,6 +86,16 @@ def _primary_wal_lsn() -> str:
     return str(row[0]) if row else ""
 
 
+def pin_seconds() -> float:
+    """The pin's upper bound: ``STOREOPS_STICKY_SECONDS``, but never shorter than the
+    time after which a replica that has still not replayed the write is unusable
+    (further behind than ``STOREOPS_MAX_REPLICA_LAG``, measured every
+    ``STOREOPS_REPLICA_CHECK_SECONDS``): a pin that ended earlier could hand the
+    client a replica that is within the allowed lag but before its write."""
+    floor = settings.STOREOPS_MAX_REPLICA_LAG + settings.STOREOPS_REPLICA_CHECK_SECONDS + 1
+    return max(float(settings.STOREOPS_STICKY_SECONDS), floor)
+
+
 class PrimaryStickinessMiddleware:
     sync_capable = True
     async_capable = False
@@ -93,17 +107,26 @@ class PrimaryStickinessMiddleware:
         writes = _CommittedWrites()
         with routing.request_scope():
             pin = self._read_pin(request)
-            pinned = pin is not None and not self._caught_up(pin)
+            position = routing.lsn_int(pin) if pin else 0
+            position_token = routing.pin_position.set(position)
+            pinned, ended = False, False
+            if pin == "":
+                pinned = True  # no position to compare (not PostgreSQL): the timer decides
+            elif pin is not None:
+                # Only a replica that has replayed past the pin may serve this request.
+                pinned = routing.choose_replica() == routing.PRIMARY
+                ended = self._every_replica_passed(position)
             pinned_token = routing.pinned_to_primary.set(pinned)
             try:
                 with connections[routing.PRIMARY].execute_wrapper(writes):
                     response = self.get_response(request)
             finally:
                 routing.pinned_to_primary.reset(pinned_token)
+                routing.pin_position.reset(position_token)
         if writes.committed and request.method not in SAFE_METHODS:
             self._pin(response)
-        elif pin is not None and not pinned:
-            response.delete_cookie(COOKIE, samesite="Lax")  # the replica caught up
+        elif ended:
+            response.delete_cookie(COOKIE, samesite="Lax")  # every replica caught up
         return response
 
     @staticmethod
@@ -113,16 +136,21 @@ class PrimaryStickinessMiddleware:
         An expired or tampered cookie reads as no pin.
         """
         value = request.get_signed_cookie(
-            COOKIE, default=None, salt=SALT, max_age=settings.STOREOPS_STICKY_SECONDS
+            COOKIE, default=None, salt=SALT, max_age=timedelta(seconds=pin_seconds())
         )
-        return value if isinstance(value, str) else None
+        if not isinstance(value, str) or (value and "/" not in value):
+            return None
+        return value
 
     @staticmethod
-    def _caught_up(lsn: str) -> bool:
-        if not lsn:
-            return False  # no position to compare: the time window decides
-        replica = routing.choose_replica()  # the one replica this request will use
-        return replica != routing.PRIMARY and routing.replica_has_replayed(replica, lsn)
+    def _every_replica_passed(position: int) -> bool:
+        """The pin ends once every configured replica (a down one too: it may come
+        back behind the write) has replayed past it."""
+        healthy = set(routing.healthy_replicas())  # a dead one costs no connect timeout
+        return all(
+            alias in healthy and (routing.replica_position(alias) or 0) >= position
+            for alias in settings.REPLICA_ALIASES
+        )
 
     @staticmethod
     def _pin(response: HttpResponse) -> None:
@@ -130,7 +158,7 @@ class PrimaryStickinessMiddleware:
             COOKIE,
             _primary_wal_lsn(),
             salt=SALT,
-            max_age=settings.STOREOPS_STICKY_SECONDS,
+            max_age=math.ceil(pin_seconds()),
             httponly=True,
             secure=settings.SESSION_COOKIE_SECURE,
             samesite="Lax",

@@ -32,7 +32,7 @@ from django.http import QueryDict
 from django.urls import reverse
 
 from dashboard import forms
-from store import caching, querylog
+from store import caching, querylog, routing
 from store.selectors.outbox import outbox_stats
 from store.selectors.rankings import rank_window
 from store.selectors.shard_health import shard_health_overview
@@ -280,7 +280,11 @@ class PanelRun:
     # The {% cache %} vary-on list: run.name, user.pk, these two, every (see fragment_key).
     @property
     def versions_key(self) -> str:
-        return ",".join(f"{ns}={v}" for ns, v in sorted(self.versions.items()))
+        key = ",".join(f"{ns}={v}" for ns, v in sorted(self.versions.items()))
+        pinned_at = routing.pin_position.get()
+        # A fragment rendered before the user's own write is never theirs: while pinned
+        # their fragments are keyed on the pin too (store.caching checks the data).
+        return f"{key},pin={pinned_at}" if pinned_at else key
 
     @property
     def params_key(self) -> str:

@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache, caches
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
@@ -53,20 +53,49 @@ def _version_key(namespace: str) -> str:
     return f"ns:{namespace}:v"
 
 
+def _position_key(namespace: str) -> str:
+    return f"ns:{namespace}:lsn"
+
+
 def namespace_versions(*namespaces: str) -> dict[str, int]:
     """Current versions (one round trip); a namespace never bumped is version 0."""
+    return namespace_state(*namespaces)[0]
+
+
+def namespace_state(*namespaces: str) -> tuple[dict[str, int], int]:
+    """Current versions, and the primary's WAL position after the newest write to any
+    of the namespaces (0 without replicas): data read before that position may miss
+    the write, whatever versions it was stamped with. One round trip for both."""
+    from store.routing import positions_enabled  # store.routing imports the models
+
     _check(namespaces)
     settle_bumps()  # this thread reads its own bumps, whatever else it reads
-    found = cache.get_many([_version_key(ns) for ns in namespaces])
-    return {ns: int(found.get(_version_key(ns), 0)) for ns in namespaces}
+    positions = positions_enabled()
+    keys = [_version_key(ns) for ns in namespaces]
+    if positions:
+        keys += [_position_key(ns) for ns in namespaces]
+    found = cache.get_many(keys)
+    versions = {ns: int(found.get(_version_key(ns), 0)) for ns in namespaces}
+    floor = max((int(found.get(_position_key(ns), 0)) for ns in namespaces), default=0)
+    return versions, floor if positions else 0
 
 
-def bump_now(*namespaces: str) -> None:
+_positions_lock = threading.Lock()
+
+
+def bump_now(*namespaces: str, position: int = 0) -> None:
+    """Bump the namespaces; ``position`` (the primary's WAL position after the write)
+    raises their write positions first, so a reader that sees the new version sees it."""
     _check(namespaces)
     backend = caches["default"]
     if isinstance(backend, BreakerRedisCache):
-        backend.incr_versions(tuple(_version_key(ns) for ns in namespaces))
+        backend.incr_versions(tuple(_version_key(ns) for ns in namespaces), position)
         return
+    if position:
+        with _positions_lock:  # one process: the lock makes "raise to at least" atomic
+            for ns in namespaces:
+                if int(cache.get(_position_key(ns), 0)) < position:
+                    cache.set(_position_key(ns), position, timeout=None)
     for ns in namespaces:
         key = _version_key(ns)
         try:
@@ -86,9 +115,26 @@ def settle_bumps() -> None:
 
 
 def bump(*namespaces: str, using: str = "default") -> None:
-    """Bump after the current transaction commits (at once outside one)."""
+    """Bump after the current transaction commits (at once outside one).
+
+    A write on the primary also records the primary's WAL position after its commit
+    (one query, only with PostgreSQL replicas configured): entries computed on a
+    replica that had not replayed that far are stale, whatever versions they carry.
+    """
     _check(namespaces)
-    transaction.on_commit(lambda: bump_now(*namespaces), using=using)
+
+    def after_commit() -> None:
+        from store.routing import primary_position  # store.routing imports the models
+
+        position = 0
+        if using == "default":
+            try:
+                position = primary_position()
+            except DatabaseError:
+                logger.exception("no WAL position for the bump of %s", namespaces)
+        bump_now(*namespaces, position=position)
+
+    transaction.on_commit(after_commit, using=using)
 
 
 def _check(namespaces: tuple[str, ...]) -> None:
@@ -227,6 +273,13 @@ def _get_fallback(key: str, default: Any = None, *args: Any, **kwargs: Any) -> A
     return default
 
 
+# Raise a counter to at least ARGV[1] (WAL positions fit a Lua number exactly).
+_RAISE_TO = (
+    "local c = tonumber(redis.call('GET', KEYS[1]) or '0') "
+    "if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 0"
+)
+
+
 class BreakerRedisCache(RedisCache):
     """django-redis behind a circuit breaker: an outage degrades to misses."""
 
@@ -272,8 +325,10 @@ class BreakerRedisCache(RedisCache):
     delete_many = _guarded("delete_many", 0)
     incr = _guarded("incr", 0)
 
-    def _incr_versions(self: BreakerRedisCache, keys: tuple[str, ...]) -> None:
-        """Send ``INCR`` for each counter; a missing counter becomes 1.
+    def _incr_versions(self: BreakerRedisCache, keys: tuple[str, ...], position: int = 0) -> None:
+        """Send ``INCR`` for each counter; a missing counter becomes 1. With a
+        ``position``, each namespace's write position is first raised to it (a Lua
+        max, so concurrent writers never lower it) in the same pipeline.
 
         Every write pays this, so it is sent the cheapest way there is: the commands
         are packed once per key set and written to a connection of this cache object
@@ -291,6 +346,19 @@ class BreakerRedisCache(RedisCache):
             if packed is None:
                 commands = [("INCR", self.make_and_validate_key(key)) for key in keys]
                 packed = self._packed_incrs[keys] = b"".join(connection.pack_commands(commands))
+            if position:
+                raises = [
+                    (
+                        "EVAL",
+                        _RAISE_TO,
+                        1,
+                        self.make_and_validate_key(key.removesuffix(":v") + ":lsn"),
+                        position,
+                    )
+                    for key in keys
+                ]
+                packed = b"".join(connection.pack_commands(raises)) + packed
+                self._bump_replies_due += len(keys)
             connection.send_packed_command([packed], check_health=False)
             self._bump_replies_due += len(keys)
         except BaseException:
@@ -386,6 +454,7 @@ class _Envelope:
     delta: float  # seconds the computation took (XFetch's delta)
     expires: float  # epoch seconds: soft expiry, after which the value is stale
     versions: dict[str, int]
+    position: int = 0  # WAL position it was read at (0: no replicas to be behind)
 
 
 # A recompute lock lives a few times the key's last compute time, within a floor and
@@ -619,6 +688,16 @@ def _must_read_own_writes() -> bool:
     return reads_must_use_primary()
 
 
+def _pinned_at() -> int:
+    from store.routing import pin_position  # store.routing imports the models
+
+    return pin_position.get()
+
+
+def _position(envelope: _Envelope) -> int:
+    return getattr(envelope, "position", 0)  # entries stored before positions existed
+
+
 def get_or_compute(
     key: str,
     fn: Callable[[], T],
@@ -648,14 +727,29 @@ def get_or_compute(
     as if cold; inside a transaction a refresh runs in the caller's thread (the lock
     winner's), since another connection would not see the transaction's writes.
     The stored entry outlives ``ttl`` by ``stale_ttl`` so stale serving works.
+
+    Positions (with PostgreSQL replicas): every entry records the WAL position it was
+    read at (the primary's, or the replica's replay position). An entry read before
+    the newest write to its namespaces is stale for everyone, however it is stamped;
+    a pinned caller is never served an entry read before its pin and recomputes at
+    once (on a replica that has caught up, else the primary); a computation reads at
+    least as new as what it replaces, and never overwrites a newer entry.
     """
     label = counter or key
-    versions = namespace_versions(*namespaces) if namespaces else {}
+    versions, written_at = namespace_state(*namespaces) if namespaces else ({}, 0)
+    pinned_at = _pinned_at()
     store_key = f"goc:{key}"
     envelope = cache.get(store_key)
     if not isinstance(envelope, _Envelope):
-        return _compute_once(store_key, fn, ttl, stale_ttl, versions, label, wait, None)
-    current = envelope.versions == versions
+        floor = max(written_at, pinned_at)
+        return _compute_once(store_key, fn, ttl, stale_ttl, versions, label, wait, None, floor)
+    position = _position(envelope)
+    if position < pinned_at:
+        # Read before this caller's own write: never theirs, whatever it says.
+        return _compute_and_store(
+            store_key, fn, ttl, stale_ttl, versions, label, floor=max(written_at, pinned_at)
+        )
+    current = envelope.versions == versions and position >= written_at
     now = time.time()
     if current and now < envelope.expires:
         early = now - envelope.delta * beta * math.log(1.0 - random.random())
@@ -663,28 +757,37 @@ def get_or_compute(
             count(label, "hit")
             return Computed(envelope.value, envelope.computed_at, hit=True)
     if not current and _must_read_own_writes():
-        return _compute_once(store_key, fn, ttl, stale_ttl, versions, label, wait, envelope.delta)
+        return _compute_once(
+            store_key, fn, ttl, stale_ttl, versions, label, wait, envelope.delta, written_at
+        )
 
     def refresh() -> None:
         # Versions read now, before computing: a write landing meanwhile leaves the
         # new value stale, never a pre-write value marked current.
-        latest = namespace_versions(*namespaces) if namespaces else {}
+        latest, latest_written = namespace_state(*namespaces) if namespaces else ({}, 0)
         found = cache.get(store_key)
         if (
             isinstance(found, _Envelope)
             and found.versions == latest
+            and _position(found) >= latest_written
             and found.computed_at > envelope.computed_at
             and time.time() < found.expires
         ):
             return  # refreshed elsewhere since this request read it
-        _compute_and_store(store_key, fn, ttl, stale_ttl, latest, label, event="refresh")
+        floor = max(latest_written, position)
+        _compute_and_store(
+            store_key, fn, ttl, stale_ttl, latest, label, event="refresh", floor=floor
+        )
 
     lock_seconds = lock_timeout(envelope.delta)
     if _in_transaction() or not _refresh_in_background(store_key, refresh, lock_seconds, label):
         release = _lock_acquire(store_key, lock_seconds)
         if release is not None:
             try:
-                return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label)
+                floor = max(written_at, position)
+                return _compute_and_store(
+                    store_key, fn, ttl, stale_ttl, versions, label, floor=floor
+                )
             finally:
                 release()
     stale = not current or now >= envelope.expires
@@ -701,12 +804,13 @@ def _compute_once(
     label: str,
     wait: float,
     delta: float | None,
+    floor: int = 0,
 ) -> Computed[T]:
     """No usable value: the lock winner computes, the others wait for its result."""
     release = _lock_acquire(store_key, lock_timeout(delta))
     if release is not None:
         try:
-            return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label)
+            return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label, floor=floor)
         finally:
             release()
     deadline = time.monotonic() + wait
@@ -714,9 +818,11 @@ def _compute_once(
         time.sleep(0.02)
         found = cache.get(store_key)
         if isinstance(found, _Envelope) and found.versions == versions:
+            if _position(found) < floor:
+                break  # read before what this caller must see: no use waiting for it
             count(label, "hit")
             return Computed(found.value, found.computed_at, hit=True)
-    return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label)
+    return _compute_and_store(store_key, fn, ttl, stale_ttl, versions, label, floor=floor)
 
 
 def _compute_and_store(
@@ -728,12 +834,19 @@ def _compute_and_store(
     label: str,
     *,
     event: str = "miss",
+    floor: int = 0,
 ) -> Computed[T]:
+    from store.routing import reading_at_least  # store.routing imports the models
+
     started = time.perf_counter()
-    value = fn()
+    with reading_at_least(floor) as position:
+        value = fn()
     delta = time.perf_counter() - started
     computed_at = timezone.now()
-    envelope = _Envelope(value, computed_at, delta, time.time() + ttl, versions)
-    cache.set(store_key, envelope, timeout=ttl + stale_ttl)
+    envelope = _Envelope(value, computed_at, delta, time.time() + ttl, versions, position)
+    found = cache.get(store_key) if position else None
+    # Never write an older read over a newer one (a lagging replica's over the primary's).
+    if not (isinstance(found, _Envelope) and _position(found) > position):
+        cache.set(store_key, envelope, timeout=ttl + stale_ttl)
     count(label, event)
     return Computed(value, computed_at, hit=False, compute_ms=delta * 1000)

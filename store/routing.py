@@ -3,9 +3,12 @@
 Which database a read goes to is decided per call from context variables, so the
 decision is safe under WSGI threads and ASGI tasks alike:
 
-- ``use_primary()`` (context manager or decorator, reentrant) forces the primary;
-- a request pinned to the primary after it wrote (set by the stickiness middleware)
-  reads from the primary;
+- ``use_primary()`` (context manager or decorator, reentrant) forces the primary: the
+  one marker for reads a decision is made on (edit forms, conflict views, the
+  adjustment form's stock), see ``decides``;
+- a request pinned after it wrote (set by the stickiness middleware) carries the
+  primary's WAL position at its write (``pin_position``): it reads a replica only once
+  that replica has replayed past it, else the primary;
 - inside an open ``transaction.atomic()`` on ``default`` reads stay on ``default``;
 - auth, sessions, content types and admin log always use the primary.
 """
@@ -54,7 +57,70 @@ def request_scope() -> Iterator[None]:
         request_replica.reset(token)
 
 
+# The WAL position (an integer, see ``lsn_int``) of the client's last write, 0 when the
+# request is not pinned. Set by the stickiness middleware for one request; the cache
+# (store.caching) never serves this request an entry computed before it.
+pin_position: contextvars.ContextVar[int] = contextvars.ContextVar("pin_position", default=0)
+
 _round_robin: Iterator[int] = itertools.count()
+
+
+def lsn_int(lsn: str) -> int:
+    """``'16/B374D848'`` as a number that orders like the WAL position."""
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def positions_enabled() -> bool:
+    """WAL positions mean something only with PostgreSQL replicas configured."""
+    return bool(settings.REPLICA_ALIASES) and connections[PRIMARY].vendor == "postgresql"
+
+
+def primary_position() -> int:
+    """The primary's current WAL position: every transaction committed before this
+    call is visible to any snapshot taken after it (0 without replicas)."""
+    if not positions_enabled():
+        return 0
+    with connections[PRIMARY].cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_lsn()::text")
+        row = cursor.fetchone()
+    return lsn_int(row[0]) if row and row[0] else 0
+
+
+def replica_position(alias: str) -> int | None:
+    """How far ``alias`` has replayed the primary's WAL; None if it cannot say."""
+    try:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_last_wal_replay_lsn()::text")
+            row = cursor.fetchone()
+    except (DatabaseError, ConnectionDoesNotExist):
+        return None
+    return lsn_int(row[0]) if row and row[0] else None
+
+
+def read_position() -> int:
+    """The position the current context's reads on ``default``'s data are at, at least:
+    the primary's for a forced-primary read, else the chosen replica's replay position
+    (which only moves forward, so what is read next is at least that new)."""
+    if not positions_enabled():
+        return 0
+    alias = PRIMARY if reads_must_use_primary() else choose_replica()
+    if alias == PRIMARY:
+        return primary_position()
+    return replica_position(alias) or 0
+
+
+@contextlib.contextmanager
+def reading_at_least(position: int) -> Iterator[int]:
+    """Reads in the block see everything committed up to ``position``: on the chosen
+    replica if it has replayed that far, else on the primary. Yields the position the
+    reads are at (what a cache entry computed in the block records)."""
+    at = read_position()
+    if at >= position:
+        yield at
+        return
+    with use_primary():
+        yield primary_position()
 
 
 class use_primary(ContextDecorator):
@@ -66,6 +132,14 @@ class use_primary(ContextDecorator):
 
     def __exit__(self, *exc: object) -> None:
         _forced_primary.reset(self._token)
+
+
+# The documented marker for a read that a decision is made on: an edit form's current
+# values and version, the conflict view after a 409, the adjustment form's stock. A
+# replica behind by a fraction of a second would make the operator decide on (and
+# conflict against) a row the primary has long passed. Reads inside a write's
+# transaction need no marker: they stay on the primary by themselves.
+decides = use_primary
 
 
 def reads_must_use_primary() -> bool:
@@ -96,7 +170,8 @@ def healthy_replicas() -> list[str]:
 def choose_replica() -> str:
     """The replica this request reads from (the primary when none is fit).
 
-    The chosen replica's connection is opened (or health-checked, once per request as
+    A pinned request (``pin_position``) only takes a replica that has replayed past
+    its pin. The chosen replica's connection is opened (or health-checked, once per request as
     Django would anyway) before it is promised: a replica that died since its last
     health check is marked down at once and the request reads from another replica
     or the primary instead of failing.
@@ -107,9 +182,12 @@ def choose_replica() -> str:
     candidates = healthy_replicas()
     start = next(_round_robin)
     chosen = PRIMARY
+    pinned_at = pin_position.get()
     for offset in range(len(candidates)):
         candidate = candidates[(start + offset) % len(candidates)]
-        if _connectable(candidate):
+        if _connectable(candidate) and (
+            not pinned_at or (replica_position(candidate) or 0) >= pinned_at
+        ):
             chosen = candidate
             break
     if remembered is not None:  # inside a request: keep this choice for its other reads

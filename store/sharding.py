@@ -1,11 +1,15 @@
 """Customer data is spread over ``shard_N`` databases by a stable hash of ``user_id``.
 
 Users hash into ``STOREOPS_SHARD_BUCKETS`` (1024) logical buckets; buckets map to
-physical shard aliases. The default map splits the buckets into contiguous ranges,
-one per configured shard, so adding a shard means moving ranges, never rehashing.
-Buckets moved by ``manage.py shards move`` are recorded in ``ShardBucket`` rows on
-the primary; every process re-reads them at most ``STOREOPS_SHARD_MAP_SECONDS``
-after a change, which is why a move waits that long before it relies on a flip.
+physical shard aliases. The map is stored, one ``ShardBucket`` row per bucket on the
+primary, and it is the only source of truth: it is created once (by ``migrate``, or
+``manage.py shards init``), splitting the buckets into contiguous ranges over the
+shards configured then, and after that only ``manage.py shards move`` changes it.
+Adding a shard URL moves nothing (the new shard owns no bucket until buckets are
+moved to it); a configuration that lacks a shard owning buckets is refused
+(``check_shard_map``, at start-up and on every read of the map), never re-routed.
+Every process re-reads the map at most ``STOREOPS_SHARD_MAP_SECONDS`` after a change,
+which is why a move waits that long before it relies on a flip.
 
 Cross-shard reads go through ``scatter_gather``: one thread per shard, a per-shard
 deadline, and a result that says which shards did not answer (``partial``).
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
 from store.exceptions import BucketMoving
@@ -47,11 +52,68 @@ def default_bucket_ranges() -> dict[str, range]:
     return ranges
 
 
-def _default_shard_for_bucket(bucket: int) -> str:
-    for alias, buckets in default_bucket_ranges().items():
-        if bucket in buckets:
-            return alias
-    raise ValueError(f"bucket {bucket} is outside 0..{settings.STOREOPS_SHARD_BUCKETS - 1}")
+def shard_map_init(using: str = "default") -> int:
+    """Store the map for every bucket that has no row yet (the default contiguous
+    ranges over the shards configured now); returns how many rows it created.
+
+    Run once: by ``migrate`` (a post_migrate handler) and ``manage.py shards init``.
+    Once every bucket has a row, it does nothing, whatever the configuration says.
+    """
+    from store.models import ShardBucket
+
+    stored = set(ShardBucket.objects.using(using).values_list("bucket", flat=True))
+    rows = [
+        ShardBucket(bucket=bucket, alias=alias)
+        for alias, buckets in default_bucket_ranges().items()
+        for bucket in buckets
+        if bucket not in stored
+    ]
+    ShardBucket.objects.using(using).bulk_create(rows, ignore_conflicts=True)
+    shard_map_reset()
+    return len(rows)
+
+
+def _spans(buckets: Iterable[int]) -> str:
+    spans: list[tuple[int, int]] = []
+    for bucket in sorted(buckets):
+        if spans and spans[-1][1] == bucket - 1:
+            spans[-1] = (spans[-1][0], bucket)
+        else:
+            spans.append((bucket, bucket))
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
+
+
+def map_problems(alias_of: dict[int, str]) -> list[str]:
+    """Why the configured shards cannot serve this stored map (empty if they can)."""
+    total = settings.STOREOPS_SHARD_BUCKETS
+    if not alias_of:
+        return [
+            "no bucket map is stored: run 'manage.py migrate' (it creates the map once) "
+            "or 'manage.py shards init'"
+        ]
+    problems = []
+    missing = sorted(set(range(total)) - set(alias_of))
+    if missing:
+        problems.append(
+            f"buckets {_spans(missing)} have no shard in the stored map: "
+            "run 'manage.py shards init' to complete it"
+        )
+    orphans: dict[str, list[int]] = {}
+    for bucket, alias in alias_of.items():
+        if alias not in settings.SHARD_ALIASES:
+            orphans.setdefault(alias, []).append(bucket)
+    for alias, buckets in sorted(orphans.items()):
+        spans = _spans(buckets)
+        first = spans.split(",")[0].strip()
+        problems.append(
+            f"the stored bucket map puts buckets {spans} on {alias}, which "
+            f"DATABASE_SHARD_URLS does not configure (shards: "
+            f"{', '.join(settings.SHARD_ALIASES) or 'none'}). Configure {alias} again "
+            f"and move its buckets off first, e.g. 'manage.py shards move --buckets "
+            f"{first} --to {settings.SHARD_ALIASES[0] if settings.SHARD_ALIASES else 'shard_0'}'"
+            ", before removing it"
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -59,6 +121,7 @@ class _Overrides:
     alias: dict[int, str]
     frozen: frozenset[int]
     loaded_at: float
+    problems: tuple[str, ...] = ()
 
 
 _map_lock = threading.Lock()
@@ -78,10 +141,12 @@ def _overrides() -> _Overrides:
 
         # Always the primary: a lagging replica would hide a flip.
         rows = ShardBucket.objects.using("default").values_list("bucket", "alias", "frozen")
+        alias_of = {bucket: alias for bucket, alias, _ in rows}
         loaded = _Overrides(
-            alias={bucket: alias for bucket, alias, _ in rows},
+            alias=alias_of,
             frozen=frozenset(bucket for bucket, _, frozen in rows if frozen),
             loaded_at=time.monotonic(),
+            problems=tuple(map_problems(alias_of)),
         )
         _map = loaded
         return loaded
@@ -94,11 +159,25 @@ def shard_map_reset() -> None:
         _map = None
 
 
+def check_shard_map() -> None:
+    """Refuse (ImproperlyConfigured, naming the buckets and the fix) a configuration
+    whose shards cannot serve every bucket of the stored map. Called at start-up
+    (config/wsgi.py, asgi.py, ``demo``) and by ``manage.py check --database default``."""
+    shard_map_reset()
+    problems = _overrides().problems
+    if problems:
+        raise ImproperlyConfigured("; ".join(problems))
+
+
 def shard_for_bucket(bucket: int, *, for_write: bool = False) -> str:
     overrides = _overrides()
     if for_write and bucket in overrides.frozen:
         raise BucketMoving(bucket=bucket)
-    return overrides.alias.get(bucket) or _default_shard_for_bucket(bucket)
+    alias = overrides.alias.get(bucket)
+    if alias is None or alias not in settings.SHARD_ALIASES:
+        # Never a guess: a default range or another shard would hide the customer's rows.
+        raise ImproperlyConfigured("; ".join(overrides.problems) or f"bucket {bucket}: no shard")
+    return alias
 
 
 def shard_for_user(user_id: int, *, for_write: bool = False) -> str:
@@ -107,7 +186,7 @@ def shard_for_user(user_id: int, *, for_write: bool = False) -> str:
 
 def bucket_map() -> dict[int, str]:
     """The whole current map, bucket -> alias."""
-    return {b: shard_for_bucket(b) for b in range(settings.STOREOPS_SHARD_BUCKETS)}
+    return dict(_overrides().alias)  # as stored, a shard no longer configured included
 
 
 def bucket_ranges(mapping: dict[int, str] | None = None) -> dict[str, list[tuple[int, int]]]:

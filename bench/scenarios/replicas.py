@@ -9,7 +9,10 @@ reused when already up); the clone replicates to it like any other database.
    replica: ``WORKERS`` processes loop for ``SECONDS`` each and count answers; each
    worker also counts the statements each database served (reads split). The two
    configurations alternate, ``ROUNDS`` times each.
-2. Stickiness middleware cost per request, in one process, interleaved: a minimal
+2. The same throughput when every request is pinned after a write: the pin as a WAL
+   position (the replica serves once it has replayed past it: one position check)
+   against the pin as a timer (the primary serves the whole window), as a ratio.
+3. Stickiness middleware cost per request, in one process, interleaved: a minimal
    request (``/healthz``, no database) and the products page, with and without the
    middleware (``--reps`` requests each, default 200); a pinned request (its cookie
    carries a WAL position, which costs the replica one ``pg_last_wal_replay_lsn()``
@@ -34,7 +37,8 @@ from bench import harness
 from bench.scenarios.tables import _client  # a logged-in superuser's test client
 from scripts import pg_replica
 
-BASE = "storeops_bench_replicas"
+# Overridable so that runs sharing a server do not clone into the same database.
+BASE = os.environ.get("STOREOPS_BENCH_REPLICAS_DB", "storeops_bench_replicas")
 WORKERS = 4
 SECONDS = 6.0
 ROUNDS = 4
@@ -59,6 +63,17 @@ def throughput_child(seconds: float, offset: int) -> None:
         return wrapper
 
     client = _client()
+    pin = os.environ.get("STOREOPS_BENCH_PIN", "")
+    if pin:
+        from django.core.signing import get_cookie_signer
+
+        from dashboard.middleware import COOKIE, SALT
+
+        signer = get_cookie_signer(salt=COOKIE + SALT)
+        # A writer's pin: "lsn" carries a position the replica has long passed (it
+        # reads the replica after one position check), "timer" none (the primary
+        # for the whole window, what a timer-only pin does).
+        value = "0/1" if pin == "lsn" else ""
     wrappers = [connections[a].execute_wrapper(counter(a)) for a in connections.settings]
     for w in wrappers:
         w.__enter__()
@@ -67,6 +82,8 @@ def throughput_child(seconds: float, offset: int) -> None:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         page = page % 2000 + 1
+        if pin:
+            client.cookies[COOKIE] = signer.sign(value)  # re-set: dropped once passed
         response = client.get(f"/products/?per_page=50&page={page}", **HOST)
         if response.status_code != 200:
             raise RuntimeError(f"/products/ answered {response.status_code}")
@@ -149,7 +166,24 @@ def run(run: harness.Run, *, reps: int | None) -> None:
         run.record("statements served by the replica (%)", 100 * replica_share, unit="%")
         run.note(f"statements per database with 1 replica (last round): {split}")
         run.note(f"{WORKERS} worker processes x {SECONDS:g} s per round; 2 cores for everything")
+        _pin_throughput(run, replica_env)
         _middleware_cost(run, replica_env, reps or 200)
+
+
+def _pin_throughput(run: harness.Run, env: dict[str, str]) -> None:
+    """Every worker just wrote (pinned): pins as positions against pins as timers."""
+    lsn, timer = [], []
+    for _ in range(ROUNDS):
+        lsn.append(_throughput(env | {"STOREOPS_BENCH_PIN": "lsn"})[0])
+        timer.append(_throughput(env | {"STOREOPS_BENCH_PIN": "timer"})[0])
+    run.record("products page, pinned, LSN pin (req/s)", lsn, unit="rps")
+    run.record("products page, pinned, timer pin (req/s)", timer, unit="rps")
+    run.ratio(
+        "pinned products page: LSN pins / timer pins",
+        "products page, pinned, LSN pin (req/s)",
+        "products page, pinned, timer pin (req/s)",
+        at_least=0.9,
+    )
 
 
 def _client_setup(env: dict[str, str]) -> None:

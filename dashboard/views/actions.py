@@ -4,7 +4,9 @@ Views parse with a form, call one service through an idempotency key and answer:
 a plain POST redirects (303, PRG) to a GET page with a flash message; an HTMX POST
 answers 200 with the updated fragment and an ``HX-Trigger`` event, since htmx
 ignores response headers on redirects. Domain errors re-render the form with the
-message: 409 for conflicts, 422 for invalid requests.
+message: 409 for conflicts, 422 for invalid requests. Every read of these views is
+on the primary (``store.routing.decides``): a form's current values and version, and
+the conflict view after a 409, must not come from a replica that is behind.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from store.exceptions import (
 )
 from store.models import Order, OutboxEvent, Product
 from store.money import format_money
+from store.routing import decides
 from store.selectors.prices import price_change_preview
 from store.selectors.stock import recent_movements
 from store.services import orders as order_services
@@ -172,6 +175,7 @@ def _form_error(
 @permission_required("store.adjust_stock")
 @never_cache
 @vary_on_headers("HX-Request")
+@decides()  # what the operator decides on is the primary's row
 def product_adjust(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     product = get_object_or_404(Product, pk=pk)
     # What the operator decides on: stock, the threshold and the last movements.
@@ -231,6 +235,7 @@ def _price_lock(form: EditForm, can_price: bool) -> EditForm:
 @permission_required("store.adjust_stock")
 @never_cache
 @vary_on_headers("HX-Request")
+@decides()  # what the operator decides on is the primary's row
 def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     product = get_object_or_404(Product, pk=pk)
     context: dict[str, Any] = {"product": product, "title": f"Edit stock and price: {product.name}"}
@@ -293,6 +298,7 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @permission_required("store.mark_order_paid")
 @never_cache
 @vary_on_headers("HX-Request")
+@decides()  # what the operator decides on is the primary's row
 def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
     context: dict[str, Any] = {"order": order, "title": f"Pay order #{order.pk}"}
@@ -329,6 +335,7 @@ def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @permission_required("store.cancel_order")
 @never_cache
 @vary_on_headers("HX-Request")
+@decides()  # what the operator decides on is the primary's row
 def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The order saga's compensating step: restock every line, mark it cancelled."""
     order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
@@ -371,6 +378,7 @@ def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @permission_required("store.change_price")
 @never_cache
 @vary_on_headers("HX-Request")
+@decides()  # what the operator decides on is the primary's row
 def prices_change(request: HtmxHttpRequest) -> HttpResponse:
     """Two steps: the first POST shows what would change, the second applies it."""
     context: dict[str, Any] = {"title": "Raise or lower prices"}

@@ -128,15 +128,31 @@ def test_a_writer_reads_its_write_while_others_see_the_lagging_replica(replica, 
 
 
 @override_settings(STOREOPS_MAX_REPLICA_LAG=600, STOREOPS_STICKY_SECONDS=1)
-def test_without_a_newer_replica_the_pin_holds_until_it_expires(replica, product) -> None:
+def test_the_pin_outlasts_its_timer_while_a_usable_replica_is_behind(replica, product) -> None:
     _wait_until_replayed(replica)
     _on_replica(replica, "SELECT pg_wal_replay_pause()")
     writer = Client()
     writer.post(f"/adjust/{product.pk}/", {"delta": "5"})
     assert _show(writer, product.pk) == {"stock": 15, "db": "default"}
     time.sleep(1.3)
-    # Pin expired, replica still paused: the documented upper bound of stickiness.
-    assert _show(writer, product.pk) == {"stock": 10, "db": replica}
+    # Past STOREOPS_STICKY_SECONDS, but the replica is within the allowed lag and
+    # before the write: the position holds the pin.
+    assert _show(writer, product.pk) == {"stock": 15, "db": "default"}
+
+
+@override_settings(
+    STOREOPS_MAX_REPLICA_LAG=0.5, STOREOPS_STICKY_SECONDS=1, STOREOPS_REPLICA_CHECK_SECONDS=0
+)
+def test_after_the_pin_expires_a_replica_still_behind_is_too_far_behind_to_use(
+    replica, product
+) -> None:
+    _wait_until_replayed(replica)
+    _on_replica(replica, "SELECT pg_wal_replay_pause()")
+    writer = Client()
+    writer.post(f"/adjust/{product.pk}/", {"delta": "5"})
+    time.sleep(2.2)  # the pin's bound: 1 s, at least the lag limit plus a check plus 1 s
+    assert _show(writer, product.pk) == {"stock": 15, "db": "default"}
+    assert _show(Client(), product.pk) == {"stock": 15, "db": "default"}
 
 
 @override_settings(STOREOPS_MAX_REPLICA_LAG=0.5, STOREOPS_REPLICA_CHECK_SECONDS=0)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connections
 from django.utils import timezone
@@ -25,6 +27,7 @@ from store.services.shards import COLUMNS, bucket_digest, shards_move
 from store.sharding import (
     bucket_for_user,
     bucket_ranges,
+    check_shard_map,
     shard_for_user,
     shard_map_reset,
 )
@@ -310,3 +313,120 @@ def test_cross_shard_reads_cost_one_query_per_shard_whatever_the_size(customers:
         with shard_statements() as seen:
             assert not selector().partial
         assert sorted(alias for alias, _ in seen) == ["shard_0", "shard_1"], seen
+
+
+# --- the stored map is the source of truth ------------------------------------
+
+
+def _allow_in_this_test(alias: str) -> None:
+    """Django lets a test open only the connections it declared (its ``databases``),
+    fixed before this alias existed: add it to the running test case's list."""
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    for cell in BaseDatabaseWrapper.ensure_connection.__closure__ or ():
+        case = cell.cell_contents
+        if isinstance(case, type) and hasattr(case, "databases"):
+            case.databases = frozenset(case.databases) | {alias}
+
+
+@pytest.fixture
+def third_shard(settings) -> Iterator[Callable[[], str]]:
+    """Configure a third shard (a real, migrated, empty database) when called."""
+    added: list[str] = []
+
+    def add() -> str:
+        alias = "shard_2"
+        conf = dict(connections["shard_1"].settings_dict)
+        postgres = connections["shard_1"].vendor == "postgresql"
+        conf["NAME"] = conf["NAME"].replace("shard_1", "shard_2")
+        if postgres:
+            with connections["default"].cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{conf["NAME"]}"')
+                cursor.execute(f'CREATE DATABASE "{conf["NAME"]}"')
+        else:
+            Path(conf["NAME"]).unlink(missing_ok=True)
+        connections.settings[alias] = conf
+        settings.DATABASES[alias] = conf
+        settings.SHARD_ALIASES = [*settings.SHARD_ALIASES, alias]
+        _allow_in_this_test(alias)
+        call_command("migrate", database=alias, verbosity=0, interactive=False)
+        added.append(alias)
+        return alias
+
+    yield add
+    for alias in added:
+        name = connections[alias].settings_dict["NAME"]
+        postgres = connections[alias].vendor == "postgresql"
+        connections[alias].close()
+        del connections[alias]
+        connections.settings.pop(alias, None)
+        settings.DATABASES.pop(alias, None)
+        if postgres:
+            with connections["default"].cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        else:
+            Path(name).unlink(missing_ok=True)
+
+
+def _unconfigure(settings, alias: str) -> None:
+    settings.SHARD_ALIASES = [a for a in settings.SHARD_ALIASES if a != alias]
+    shard_map_reset()
+
+
+def test_configuring_a_third_shard_moves_no_customer(settings, third_shard) -> None:
+    make_customer(7, value=70)
+    settings.STOREOPS_SHARD_MAP_SECONDS = 60  # one map per comparison, not one per user
+    before = {uid: shard_for_user(uid) for uid in range(1, 2000)}
+    third_shard()
+    check_shard_map()  # the stored map is served as it is (and re-read)
+    assert {uid: shard_for_user(uid) for uid in range(1, 2000)} == before
+    profile = customer_profile(user_id=7)
+    assert profile is not None
+    assert profile.lifetime_value == 70
+    out = StringIO()
+    call_command("shards", stdout=out)
+    assert "shard_2: 0 buckets (none)" in out.getvalue()
+    assert "shard_0: 512 buckets (0-511)" in out.getvalue()
+
+
+def test_buckets_move_to_a_third_shard_only_through_shards_move(third_shard) -> None:
+    first, last, moving = _seed_for_move()
+    before = _digests("shard_0", first, last)
+    third_shard()
+    out = StringIO()
+    call_command("shards", "move", "--buckets", f"{first}-{last}", "--to", "shard_2", stdout=out)
+    profiles = CustomerProfile.objects.using("shard_2").count()
+    assert profiles == len(moving)
+    assert f"shard_2: {last - first + 1} buckets ({first}-{last}); {profiles} profiles" in (
+        out.getvalue()
+    )
+    assert _digests("shard_2", first, last) == before
+    for uid in moving:
+        assert shard_for_user(uid) == "shard_2"
+        profile = customer_profile(user_id=uid)
+        assert profile is not None
+        assert profile.lifetime_value == uid
+
+
+def test_removing_a_shard_that_owns_buckets_is_refused(settings, third_shard) -> None:
+    make_customer(1)
+    third_shard()
+    shards_move(first=0, last=3, target="shard_2")
+    _unconfigure(settings, "shard_2")
+    with pytest.raises(ImproperlyConfigured) as refused:
+        check_shard_map()
+    message = str(refused.value)
+    assert "shard_2" in message
+    assert "0-3" in message
+    assert "shards move --buckets 0-3 --to shard_" in message
+    # Never a silent re-route: a customer of those buckets is refused too.
+    uid = next(u for u in range(1, 5000) if bucket_for_user(u) <= 3)
+    with pytest.raises(ImproperlyConfigured):
+        shard_for_user(uid)
+    # Moved back, the shard owns nothing and can go.
+    settings.SHARD_ALIASES = [*settings.SHARD_ALIASES, "shard_2"]
+    shard_map_reset()
+    shards_move(first=0, last=3, target="shard_0")
+    _unconfigure(settings, "shard_2")
+    check_shard_map()
+    assert shard_for_user(uid) == "shard_0"

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from store.services.accounts import demo_user_ensure
 from store.services.seeding import SeedPlan, catalog_is_empty, seed_demo
+from store.sharding import check_shard_map
 
 
 class Command(BaseCommand):
@@ -47,6 +48,7 @@ class Command(BaseCommand):
             if alias.startswith("replica_"):
                 continue  # replicas follow the primary; nothing to migrate there
             call_command("migrate", database=alias, interactive=False, verbosity=0)
+        check_shard_map()  # the shards configured can serve the stored bucket map
         if catalog_is_empty():
             self.stdout.write("Seeding demo data ...")
             result = seed_demo(plan=SeedPlan())

@@ -12,17 +12,23 @@ from django.db import DatabaseError
 
 from store.exceptions import MoveRefused, MoveVerificationFailed
 from store.services.shards import shard_row_counts, shards_move
-from store.sharding import bucket_ranges, frozen_buckets
+from store.sharding import bucket_map, bucket_ranges, frozen_buckets, map_problems, shard_map_init
 
 
 class Command(BaseCommand):
     help = (
         "Show which buckets live on which shard and how many rows each shard holds; "
-        "'shards move --buckets A-B --to shard_N' moves buckets online (resumable)."
+        "'shards move --buckets A-B --to shard_N' moves buckets online (resumable); "
+        "'shards init' stores the map once (migrate does it)."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action")
+        sub.add_parser(
+            "init",
+            help="store the bucket map once (migrate does it): contiguous ranges over "
+            "the shards configured now; a complete map is never changed",
+        )
         move = sub.add_parser("move", help="move a bucket range to another shard")
         move.add_argument("--buckets", required=True, help="inclusive range, e.g. 0-63")
         move.add_argument("--to", required=True, dest="target", help="target alias, e.g. shard_1")
@@ -36,6 +42,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options.get("action") == "move":
             self._move(options)
+        elif options.get("action") == "init":
+            created = shard_map_init()
+            self.stdout.write(
+                f"stored {created} buckets" if created else "the map was complete: nothing changed"
+            )
         self._show()
 
     def _move(self, options: dict[str, Any]) -> None:
@@ -77,3 +88,6 @@ class Command(BaseCommand):
         if frozen:
             self.stdout.write(f"frozen (moving): {len(frozen)} buckets")
         self.stdout.write(f"{settings.STOREOPS_SHARD_BUCKETS} buckets in total")
+        problems = map_problems(bucket_map())
+        if problems:
+            raise CommandError("\n".join(problems))
