@@ -177,7 +177,7 @@ def test_headline_figures_change_after_an_adjustment(
     expect(page.get_by_test_id("change-units")).to_contain_text("+25")
 
 
-@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+@pytest.mark.parametrize(("width", "height"), [(1440, 900), (390, 844)])
 def test_nothing_is_hidden_at_desktop_and_phone_widths(
     page: Page, live_server, operator: User, store: None, width: int, height: int
 ) -> None:
@@ -206,3 +206,25 @@ def test_nothing_is_hidden_at_desktop_and_phone_widths(
         expect(nav.get_by_role("link", name="Orders")).to_be_hidden()
         nav.get_by_role("button", name="Menu").click()
         expect(nav.get_by_role("link", name="Orders")).to_be_visible()
+
+
+def test_in_debug_a_failing_panel_stays_in_its_panel(
+    page: Page, live_server, operator: User, store: None, settings
+) -> None:
+    # DEBUG adds django-htmx's script, which would put the error page over everything.
+    settings.DEBUG = True
+    _sign_in(page, live_server, operator)
+    page.goto(f"{live_server.url}/")
+    _all_loaded(page)
+    assert page.locator("script[data-debug]").count() == 1
+    page.route(
+        "**/panels/outbox/**",
+        lambda route: route.fulfill(
+            status=500, body="<h1>Traceback of the error page</h1>", content_type="text/html"
+        ),
+    )
+    outbox = page.locator('[data-panel="outbox"]')
+    outbox.get_by_role("button", name="Refresh outbox").click()
+    expect(outbox.get_by_test_id("stale-badge")).to_contain_text("HTTP 500")
+    expect(page.locator("#panels")).to_be_visible()
+    expect(page.get_by_text("Traceback of the error page")).to_have_count(0)

@@ -96,6 +96,7 @@ class Series:
     values: Sequence[float | None]
     color: str
     points: str = ""  # polyline points (line charts)
+    dots: tuple[tuple[float, float], ...] = ()  # each sampled point (line charts)
     bars: tuple[tuple[float, float, float, float], ...] = ()  # x, y, width, height
 
 
@@ -177,12 +178,13 @@ def chart(
             )
             drawn.append(Series(name, values, color, bars=bars))
         else:
-            points = " ".join(
-                f"{left + slot * (j + 0.5):.1f},{y(v)}"
+            dots = tuple(
+                (round(left + slot * (j + 0.5), 1), y(v))
                 for j, v in enumerate(values)
                 if v is not None
             )
-            drawn.append(Series(name, values, color, points=points))
+            points = " ".join(f"{x},{y_}" for x, y_ in dots)
+            drawn.append(Series(name, values, color, points=points, dots=dots))
     every = max(1, math.ceil(n / 6))
     x_ticks = [(round(left + slot * (j + 0.5), 1), label) for j, label in enumerate(labels)][
         ::every

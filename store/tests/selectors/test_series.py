@@ -30,7 +30,8 @@ def test_ranges_are_whole_hours_and_days_past_three_days() -> None:
     )
     assert len(day.buckets()) == 24
     week = time_range(name="7d", now=NOW)
-    assert week.bucket == "day" and len(week.buckets()) == 8  # a partial first day
+    assert week.bucket == "day"
+    assert len(week.buckets()) == 8
     custom = time_range(name="custom", first=date(2026, 11, 1), last=date(2026, 11, 2), now=NOW)
     assert (custom.start, custom.end, custom.bucket) == (
         datetime(2026, 11, 1, tzinfo=UTC),
@@ -63,8 +64,10 @@ def test_sales_per_hour_for_all_shops_or_one(two_shops, django_assert_max_num_qu
     with django_assert_max_num_queries(1):
         every = sales_series(span=time_range(name="24h", now=now))
     assert (every.orders, every.revenue) == (3, 2000 + 1000 + 2500)
-    assert len(every.points) == 24 and every.range.bucket == "hour"
-    assert every.points[-1].orders == 1 and every.points[-3].orders == 2
+    assert len(every.points) == 24
+    assert every.range.bucket == "hour"
+    assert every.points[-1].orders == 1
+    assert every.points[-3].orders == 2
     with django_assert_max_num_queries(2):  # + the shop's name
         main = sales_series(span=time_range(name="24h", now=now), shop_id=two_shops["main"].pk)
     assert (main.orders, main.revenue, main.shop_name) == (2, 3000, "Main")
@@ -73,7 +76,8 @@ def test_sales_per_hour_for_all_shops_or_one(two_shops, django_assert_max_num_qu
 def test_sales_over_seven_days_are_per_day(two_shops) -> None:
     week = sales_series(span=time_range(name="7d", now=two_shops["now"]))
     assert week.range.bucket == "day"
-    assert week.orders == 4 and week.revenue == 10500
+    assert week.orders == 4
+    assert week.revenue == 10500
     assert sum(p.orders for p in week.points[-3:]) == 4
 
 
@@ -105,7 +109,9 @@ def test_headline_figures_trend_against_a_day_earlier(
     revenue = figures["revenue-24h"]
     assert (revenue.value, revenue.change) == (5500, 5500 - 5000)
     units = figures["units"]
-    assert units.value == 96 and units.change == -4 and units.series[-1] == 96
+    assert units.value == 96
+    assert units.change == -4
+    assert units.series[-1] == 96
     assert figures["products"].change is None
 
 
@@ -121,6 +127,7 @@ def test_samples_stay_bounded_and_are_per_minute() -> None:
     assert len(samples.samples_recent("databases", now=end + 1)) == len(kept)
     samples.sample_record("outbox", {"backlog": 12}, at=end)
     ops = ops_series(now=end)
-    assert len(ops.minutes) == 60 and len(ops.latency["default"]) == 60
+    assert len(ops.minutes) == 60
+    assert len(ops.latency["default"]) == 60
     assert ops.latency["default"][-1] == samples.MAX_SAMPLES + 199  # the minute's highest
     assert ops.backlog[-1] == 12
