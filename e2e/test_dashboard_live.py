@@ -61,8 +61,8 @@ def test_refresh_picker_and_time_range_change_every_panel_and_the_url(
         expect(page.locator(f'[data-panel="{name}"]')).to_have_attribute("data-interval", "60")
     # A custom range: the dates appear, and the URL carries them.
     page.get_by_label("Time range").select_option("custom")
-    page.get_by_label("From").fill("2026-11-01")
-    page.get_by_label("To").fill("2026-11-02")
+    page.get_by_label("From", exact=True).fill("2026-11-01")
+    page.get_by_label("To", exact=True).fill("2026-11-02")
     expect(page).to_have_url(re.compile(r"range=custom&start=2026-11-01&end=2026-11-02"))
     expect(page.locator('[data-panel="sales-series"]')).to_contain_text("2026-11-01 to 2026-11-02")
     # Shared: opening the URL shows the same view.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import Q, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import Trunc
 from django.utils import timezone
 
@@ -153,7 +153,7 @@ def stock_series(*, span: TimeRange) -> StockSeries:
         .annotate(
             units_in=Sum("delta", filter=Q(delta__gt=0), default=0),
             units_out=Sum("delta", filter=Q(delta__lt=0), default=0),
-            moves=Sum(1),
+            moves=Count("pk"),
         )
         .order_by()
     )
