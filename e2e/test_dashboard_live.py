@@ -91,6 +91,11 @@ def test_a_poll_keeps_the_scroll_position_and_open_details(
         with page.expect_response(re.compile(r"/panels/shard-health/")):
             pass
     page.wait_for_timeout(300)  # the swap settles
+    # Morphing never leaves a panel inside another (a reused node's pending request
+    # once swapped a whole panel into a hidden span).
+    expect(page.locator("[data-panel] [data-panel]")).to_have_count(0)
+    for name in PANELS:
+        expect(page.locator(f'[data-panel="{name}"]')).to_have_count(1)
     assert scroller.evaluate("el => el.scrollTop") == 150
     expect(low.locator("details.panel-options")).to_have_attribute("open", "")
     expect(health.locator("details").filter(has_text="Status thresholds")).to_have_attribute(

@@ -189,9 +189,18 @@ document.addEventListener("htmx:afterRequest", (event) => {
   const panel = isPanelRefresh(event.detail.elt);
   if (panel && event.detail.successful) loadedAt.set(panel.dataset.panel, Date.now());
 });
-document.addEventListener("htmx:afterSettle", () => {
+document.addEventListener("htmx:afterSettle", (event) => {
   tickAges();
   updateSummary();
+  // Stale data was served while the server refreshes it: fetch the result in a second.
+  // (After a first load the request's element is the placeholder, now gone: find by id.)
+  const name = (panelOf(event.detail.elt) || { dataset: {} }).dataset.panel;
+  const panel = name && document.getElementById(`panel-${name}`);
+  if (panel && panel.querySelector(":scope > [data-repoll]")) {
+    setTimeout(() => {
+      if (panel.isConnected && panel.querySelector(":scope > [data-repoll]")) refreshPanel(panel);
+    }, 1000);
+  }
 });
 
 // In DEBUG, django-htmx replaces the whole page with the error page of a failed
