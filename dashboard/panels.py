@@ -33,8 +33,12 @@ from django.urls import reverse
 
 from dashboard import forms
 from store import caching, querylog, routing
-from store.selectors.outbox import outbox_stats
+from store.samples import sample_record
+from store.selectors.ops import ops_series
+from store.selectors.outbox import OutboxStats, outbox_stats
+from store.selectors.overview import headline_figures
 from store.selectors.rankings import rank_window
+from store.selectors.series import sales_series, stock_series, time_range
 from store.selectors.shard_health import shard_health_overview
 from store.selectors.shops import shop_activity
 from store.selectors.stats import CATEGORY_STATS_COLUMNS, category_groups, category_stats
@@ -71,6 +75,10 @@ class Panel:
     stale_ttl: int = 300  # seconds stale data may still be served during a recompute
     interval: int = 30  # default auto-refresh, seconds
     columns: tuple[tuple[str, str], ...] = ()  # sortable (column, header) pairs
+    # The parameter that follows the page's time range ("" for none).
+    follows_range: str = ""
+    # "wide": two grid tracks; "full": the whole row (tables with many columns).
+    width: str = ""
 
     def form(self, data: Any = None) -> forms.PanelForm:
         return self.form_class(data, prefix=self.name, interval=self.interval)
@@ -108,6 +116,17 @@ def _trending(window: str) -> Trending:
     return trending_stock(sales.value) if sales.hit else sales.value
 
 
+def _outbox() -> OutboxStats:
+    stats = outbox_stats()
+    # The last-hour backlog chart (ops-series) samples what this panel just read.
+    sample_record("outbox", {"backlog": stats.backlog})
+    return stats
+
+
+def _span(p: Params) -> Any:
+    return time_range(name=p["range"], first=p["start"], last=p["end"])
+
+
 CATEGORY_STATS_HEADERS = (
     "Category",
     "Products",
@@ -124,6 +143,18 @@ PANELS: dict[str, Panel] = {
     panel.name: panel
     for panel in (
         Panel(
+            name="headline",
+            title="Headline figures",
+            form_class=forms.NoParamsForm,
+            compute=lambda p: headline_figures(
+                low_stock_threshold=settings.STOREOPS_LOW_STOCK_THRESHOLD
+            ),
+            namespaces=("stock", "lowstock", "orders", "sales", "catalog"),
+            events=("stock-changed", "order-paid", "order-cancelled"),
+            ttl=30,
+            width="full",
+        ),
+        Panel(
             name="category-stats",
             title="Category statistics",
             form_class=forms.CategoryStatsForm,
@@ -134,6 +165,7 @@ PANELS: dict[str, Panel] = {
             events=ALL_EVENTS,
             ttl=120,
             columns=tuple(zip(CATEGORY_STATS_COLUMNS, CATEGORY_STATS_HEADERS, strict=True)),
+            width="wide",
         ),
         Panel(
             name="category-groups",
@@ -152,6 +184,7 @@ PANELS: dict[str, Panel] = {
             namespaces=lambda p: ("catalog",) if p["by"] == "price" else ("catalog", "sales"),
             events=("prices-changed", "order-paid", "order-cancelled"),
             ttl=120,
+            width="wide",
         ),
         Panel(
             name="low-stock",
@@ -162,6 +195,7 @@ PANELS: dict[str, Panel] = {
             events=("stock-changed", "order-paid", "order-cancelled"),
             ttl=60,
             interval=15,
+            width="wide",
         ),
         Panel(
             name="trending",
@@ -172,6 +206,29 @@ PANELS: dict[str, Panel] = {
             namespaces=("sales", "catalog", "stock"),
             events=("order-paid", "order-cancelled", "prices-changed", "stock-changed"),
             ttl=60,
+            follows_range="window",
+            width="wide",
+        ),
+        Panel(
+            name="sales-series",
+            title="Orders and net revenue",
+            form_class=forms.SalesSeriesForm,
+            compute=lambda p: sales_series(span=_span(p), shop_id=p["shop"] or None),
+            namespaces=("sales", "orders", "catalog"),
+            events=("order-paid", "order-cancelled"),
+            ttl=60,
+            follows_range="range",
+            width="wide",
+        ),
+        Panel(
+            name="stock-series",
+            title="Stock movements",
+            form_class=forms.RangeForm,
+            compute=lambda p: stock_series(span=_span(p)),
+            namespaces=("stock",),
+            events=("stock-changed", "order-paid", "order-cancelled"),
+            ttl=60,
+            follows_range="range",
         ),
         Panel(
             name="shop-activity",
@@ -186,7 +243,7 @@ PANELS: dict[str, Panel] = {
             name="outbox",
             title="Outbox",
             form_class=forms.NoParamsForm,
-            compute=lambda p: outbox_stats(),
+            compute=lambda p: _outbox(),
             namespaces=("outbox",),
             events=ALL_EVENTS,
             ttl=10,
@@ -205,6 +262,20 @@ PANELS: dict[str, Panel] = {
             ttl=1,
             stale_ttl=1,
             interval=5,
+            width="full",
+        ),
+        Panel(
+            name="ops-series",
+            title="Outbox backlog and databases, last hour",
+            form_class=forms.NoParamsForm,
+            # No query: the samples the outbox and shard-health panels record.
+            compute=lambda p: ops_series(),
+            namespaces=(),
+            events=(),
+            ttl=5,
+            stale_ttl=5,
+            interval=15,
+            width="wide",
         ),
     )
 }
@@ -253,7 +324,8 @@ class PanelRun:
 
     @property
     def query_items(self) -> list[tuple[str, Any]]:
-        return [(f"{self.name}-{k}", v) for k, v in self.params.items()]
+        # An unset optional value (a time range's dates) stays out of the URL.
+        return [(f"{self.name}-{k}", v) for k, v in self.params.items() if v is not None]
 
     @property
     def query_string(self) -> str:
@@ -265,11 +337,10 @@ class PanelRun:
 
     @property
     def trigger(self) -> str:
-        # Polling pauses while the tab is hidden: console.js cancels a poll then (an htmx
-        # filter "[...]" would need eval, which the CSP refuses) and fires "refresh" on
-        # return.
-        parts = [f"every {self.every}s", "refresh"]
-        parts += [f"{event} from:body" for event in self.panel.events]
+        # console.js fires "refresh" every ``every`` seconds (data-interval), except
+        # while the tab is hidden, the page is paused or the user types in the panel
+        # (an htmx filter "[...]" would need eval, which the CSP refuses).
+        parts = ["refresh"] + [f"{event} from:body" for event in self.panel.events]
         return ", ".join(parts)
 
     @property
@@ -406,15 +477,34 @@ class Frame:
     url: str
 
 
-def frames(query: QueryDict) -> list[Frame]:
-    """Every panel, pointed at with its own parameters from the dashboard URL.
+def frames(query: QueryDict, page: Params) -> list[Frame]:
+    """Every panel, pointed at with its own parameters from the dashboard URL and
+    the page's controls (``page``: PageControlsForm.values()), which win: the
+    refresh picker sets every panel's interval, the time range every time-based
+    panel's range.
 
-    The raw values pass through unparsed: the panel request validates them and
-    shows a message if they are bad.
+    A panel's own raw values pass through unparsed: the panel request validates
+    them and shows a message if they are bad.
     """
     found = []
+    seconds = forms.REFRESH_CHOICES.get(page.get("refresh") or "")
     for panel in PANELS.values():
-        mine = [(k, v) for k, v in query.items() if k.startswith(f"{panel.name}-")]
+        prefix = f"{panel.name}-"
+        mine = dict((k, v) for k, v in query.items() if k.startswith(prefix))
+        if seconds is not None:
+            mine[f"{prefix}every"] = str(seconds)
+        if panel.follows_range == "window":
+            window = page["range"] if page["range"] in RANGE_NAMES else "30d"
+            mine[f"{prefix}window"] = window
+        elif panel.follows_range:
+            mine[f"{prefix}range"] = page["range"]
+            for bound in ("start", "end"):
+                mine.pop(f"{prefix}{bound}", None)
+                if page["range"] == "custom":
+                    mine[f"{prefix}{bound}"] = page[bound].isoformat()
         url = reverse("dashboard-panel", args=[panel.name])
         found.append(Frame(panel=panel, url=f"{url}?{urlencode(mine)}" if mine else url))
     return found
+
+
+RANGE_NAMES = frozenset(name for name, _ in forms.RANGE_CHOICES)

@@ -48,6 +48,7 @@ def test_a_threshold_change_rerenders_the_panel_and_updates_the_url(
     page = logged_in
     panel = page.locator('[data-panel="low-stock"]')
     expect(panel).to_contain_text("Four nails")
+    panel.get_by_text("Options").click()  # panel options sit behind a disclosure
     threshold = panel.get_by_label("Threshold (units)")
     threshold.fill("2")
     threshold.press("Enter")

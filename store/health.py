@@ -38,6 +38,7 @@ from django.core.cache import cache
 from django.db import DatabaseError
 
 from store import deadlines
+from store.samples import sample_record
 from store.sharding import bucket_ranges
 
 logger = logging.getLogger(__name__)
@@ -545,7 +546,18 @@ def health_snapshot(*, fresh: bool = False) -> Snapshot:
             return cached
         snapshot = probe_all()
         cache.set(CACHE_KEY, snapshot, timeout=settings.STOREOPS_HEALTH_CACHE_SECONDS)
+        _sample(snapshot)
         return snapshot
+
+
+def _sample(snapshot: Snapshot) -> None:
+    """Keep this probe's latencies and replica lags for the last-hour chart."""
+    values: dict[str, float | None] = {}
+    for probe in snapshot.probes:
+        values[f"latency:{probe.alias}"] = probe.latency_ms
+        if probe.kind == "replica":
+            values[f"lag:{probe.alias}"] = probe.lag_seconds
+    sample_record("databases", values, at=snapshot.taken_at)
 
 
 # --- replica state for the router ----------------------------------------------

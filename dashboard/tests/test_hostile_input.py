@@ -22,6 +22,11 @@ PANEL_NAMES = [
     "shop-activity",
     "shard-health",
     "outbox",
+    # Issue 12 (added to the contract's eight; README lists them).
+    "headline",
+    "sales-series",
+    "stock-series",
+    "ops-series",
 ]
 
 

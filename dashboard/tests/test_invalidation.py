@@ -37,8 +37,15 @@ def test_an_adjustment_far_from_low_stock_leaves_the_low_stock_list_alone(
     with django_capture_on_commit_callbacks(execute=True):
         stock_adjust(product=plenty.pk, delta=-1, actor=operator)
     after = _keys(operator)
-    # The outbox panel counts the event the adjustment enqueued.
-    assert _changed(before, after) == {"category-stats", "trending", "outbox"}
+    # The outbox panel counts the event the adjustment enqueued; the headline figures
+    # (units in stock) and the stock movements chart show the move.
+    assert _changed(before, after) == {
+        "category-stats",
+        "trending",
+        "outbox",
+        "headline",
+        "stock-series",
+    }
     with django_capture_on_commit_callbacks(execute=True):
         stock_adjust(product=scarce.pk, delta=-1, actor=operator)
     assert "low-stock" in _changed(after, _keys(operator))
@@ -62,5 +69,7 @@ def test_a_payment_leaves_the_price_ranking_and_stock_panels_alone(
         "rank-window:revenue",
         "shop-activity",
         "outbox",
+        "headline",  # paid in 24 h, net revenue
+        "sales-series",
     }
     assert namespace_versions("stock", "lowstock", "catalog") == versions

@@ -183,8 +183,9 @@ def test_history_restore_gets_a_whole_page(viewer_client: Client) -> None:
 def test_panels_listen_for_their_events(viewer_client: Client) -> None:
     body = _panel(viewer_client, "low-stock").content.decode()
     assert "stock-changed from:body" in body
-    # No "[...]" filter: it would need eval, which the CSP refuses (console.js pauses).
-    assert 'hx-trigger="every 15s, refresh,' in body
+    # console.js polls every data-interval seconds by firing "refresh" (no eval'd filter).
+    assert 'data-interval="15"' in body
+    assert 'hx-trigger="refresh, stock-changed from:body' in body
     assert "order-paid from:body" in _panel(viewer_client, "trending").content.decode()
 
 
@@ -290,7 +291,8 @@ def test_query_count_is_constant(
         assert _panel(viewer_client, name).status_code == 200
     # Rollup reads: a few small queries per panel, whatever the size (trending's
     # five: are the rolling windows current, is its window, top rows, names, series).
-    assert 1 <= len(seen.panel) <= 5
+    # ops-series reads the probes' samples from the cache: no query at all.
+    assert (0 if name == "ops-series" else 1) <= len(seen.panel) <= 5
     cache.clear()
     with django_assert_max_num_queries(9):
         assert _panel(viewer_client, name).status_code == 200
@@ -344,8 +346,12 @@ def test_panels_render_with_redis_down(
 def test_counts_and_time_are_shown_and_sql_only_to_superusers(
     viewer_client: Client, superuser_client: Client, small_store
 ) -> None:
+    # The cache and query footer is the superusers' (issue 12); others never see it.
+    counted = _panel(superuser_client, "low-stock", "low-stock-threshold=4").content.decode()
+    assert re.search(r'data-testid="query-count">2 queries, [\d.]+ ms', counted)
     body = _panel(viewer_client, "low-stock", "low-stock-threshold=4").content.decode()
-    assert re.search(r'data-testid="query-count">2 queries, [\d.]+ ms', body)
+    assert 'data-testid="query-count"' not in body
+    assert "hits " not in body
     assert "/inspector/" not in body
     su_body = _panel(superuser_client, "low-stock").content.decode()
     log_url = re.search(r'hx-get="(/inspector/[^/]+/)"', su_body).group(1)

@@ -271,9 +271,9 @@ def test_the_status_filter_agrees_with_the_headline_figures(
     response = viewer_client.get(f"/orders/?status={state}")
     assert row_ids(response) == [order_states[state].pk]
     if state == "open":
-        # The dashboard's "Open orders" counts the same orders.
-        index = viewer_client.get("/").content.decode()
-        figure = re.search(r'Open orders</div><div class="kpi">(\d+)<', index)
+        # The dashboard's "Open orders" (the headline figures panel) counts the same orders.
+        index = viewer_client.get("/panels/headline/", HTTP_HX_REQUEST="true").content.decode()
+        figure = re.search(r'data-testid="figure-open-orders">(\d+)<', index)
         assert figure
         assert int(figure.group(1)) == len(row_ids(response))
 

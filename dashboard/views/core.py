@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -11,30 +10,30 @@ from django.views.decorators.http import require_GET
 
 from dashboard import panels
 from dashboard.access import permission_required
+from dashboard.forms import PageControlsForm
 from dashboard.http import HtmxHttpRequest
 from dashboard.views.panels import private_htmx
-from store import caching
-from store.selectors.overview import store_overview
 
 
 @require_GET
 @permission_required("store.view_dashboard")
 @private_htmx
 def index(request: HtmxHttpRequest) -> HttpResponse:
-    # Shared by everyone like panel data, and refreshed off the request path when a
-    # write makes it stale (a viewer who just wrote reads it fresh).
-    overview = caching.get_or_compute(
-        "overview:1",
-        lambda: store_overview(low_stock_threshold=settings.STOREOPS_LOW_STOCK_THRESHOLD),
-        ttl=30,
-        stale_ttl=300,
-        namespaces=("stock", "lowstock", "orders", "sales", "catalog"),
-        counter="overview",
-    ).value
-    # Panels load themselves after the page (hx-trigger="load"), with the
-    # parameters this URL carries for them.
-    frames = panels.frames(request.GET)
-    return render(request, "dashboard/index.html", {"overview": overview, "frames": frames})
+    # The page's controls: one time range and one refresh picker, from the URL.
+    page_form = PageControlsForm(request.GET)
+    page, problems = page_form.values()
+    # Panels (the headline figures included) load themselves after the page
+    # (hx-trigger="load"), with the parameters this URL carries for them.
+    frames = panels.frames(request.GET, page)
+    kept = [(k, v) for k, v in request.GET.items() if k not in PageControlsForm.base_fields]
+    context = {
+        "frames": frames,
+        "page": page,
+        "page_form": page_form,
+        "page_problems": problems,
+        "kept_params": kept,
+    }
+    return render(request, "dashboard/index.html", context)
 
 
 @login_not_required
