@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import sys
 
 from bench import harness, scenarios
+
+
+# The bench process itself seeds, rebuilds and verifies rollups (whole-table
+# statements), like manage.py's commands: no request deadline. The web servers it
+# starts keep theirs (the variable is dropped from their environment).
+os.environ.setdefault("STOREOPS_STATEMENT_TIMEOUT", "0")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -527,6 +527,7 @@ def gunicorn(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen[
         }
     )
     web_env.pop("STOREOPS_CONN_MAX_AGE", None)  # the default, as deployed
+    web_env.pop("STOREOPS_STATEMENT_TIMEOUT", None)  # the web's own, not the bench's 0
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
