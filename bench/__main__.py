@@ -11,7 +11,6 @@ import sys
 
 from bench import harness, scenarios
 
-
 # The bench process itself seeds, rebuilds and verifies rollups (whole-table
 # statements), like manage.py's commands: no request deadline. The web servers it
 # starts keep theirs (the variable is dropped from their environment).
