@@ -52,6 +52,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             pytest.exit(f"REDIS_URL is set but Redis does not answer: {exc}", returncode=3)
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> None:
+    """pytest-django's set-up, then every connection closed: one opened before the
+    replicas were pointed at the test database (a start-up check, a probe) would
+    otherwise keep reading the real one."""
+    from django.db import connections
+
+    connections.close_all()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache() -> Iterator[None]:
     """Fragments and namespace versions must not leak between tests.

@@ -92,8 +92,10 @@ def _stock_in_low_stock(html: str, pk: int) -> int | None:
     row = _low_stock_row(html, pk)
     if row is None:
         return None
-    cells = re.findall(r"<td>(.*?)</td>", row, re.DOTALL)
-    return int(cells[1])
+    # The stock cell follows the name and SKU cell (an Adjust cell may come first).
+    match = re.search(r'class="text-secondary">[^<]*</span></td><td>(-?\d+)</td>', row)
+    assert match, row
+    return int(match[1])
 
 
 def _stock_in_products(html: str, pk: int) -> int | None:
