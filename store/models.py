@@ -169,6 +169,19 @@ class OrderItem(models.Model):
         return f"{self.quantity} x {self.product_id}"
 
 
+def _rollup_fk(model: type[models.Model], **options: Any) -> Any:
+    """A key for summing by, not for integrity: no database FK (an FK check would
+    share-lock the shop and category rows on every insert); the ORM still joins."""
+    return models.ForeignKey(
+        model,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+        **options,
+    )
+
+
 class StockMovement(models.Model):
     """One row per stock change: the ledger that stock must always agree with."""
 
@@ -201,22 +214,8 @@ class StockMovement(models.Model):
     # delta log: stock_ledger_fold adds its rows to CategoryRollup by these keys, so a
     # later move of the product cannot send an unfolded change to the wrong category.
     # Empty on rows written before the ledger was folded (all of them folded already).
-    shop = models.ForeignKey(
-        Shop,
-        null=True,
-        on_delete=models.DO_NOTHING,
-        db_constraint=False,
-        db_index=False,
-        related_name="+",
-    )
-    category = models.ForeignKey(
-        Category,
-        null=True,
-        on_delete=models.DO_NOTHING,
-        db_constraint=False,
-        db_index=False,
-        related_name="+",
-    )
+    shop = _rollup_fk(Shop, null=True)
+    category = _rollup_fk(Category, null=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -397,12 +396,6 @@ class ShardMove(models.Model):
 # shop and category rows on every insert; the ORM still joins through them.
 
 ROLLUP_SLOTS = 8
-
-
-def _rollup_fk(model: type[models.Model]) -> Any:
-    return models.ForeignKey(
-        model, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
-    )
 
 
 class CategoryRollup(models.Model):
