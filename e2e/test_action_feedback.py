@@ -18,7 +18,8 @@ from store.services.payments import payment_process
 from store.services.stock import stock_adjust
 from store.tests import factories
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The dashboard reads the shards too.
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
 def _sign_in(page: Page, live_server, user: User) -> None:

@@ -11,7 +11,8 @@ from store.models import Product, StockMovement
 from store.services.orders import order_place
 from store.tests import factories
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The dashboard reads the shards too.
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
 def _sign_in(page: Page, live_server, user: User) -> None:

@@ -9,7 +9,8 @@ from playwright.sync_api import Page, expect
 from conftest import PASSWORD
 from store.tests import factories
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The dashboard reads the shards too.
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
 def test_the_admin_works_under_the_policy(page: Page, live_server, superuser) -> None:
