@@ -18,7 +18,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 
-from store import caching
+from store import refresh as background
 from store.permissions import ops_groups_sync
 
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -53,13 +53,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: None) -> None:
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
     """pytest-django's set-up, then every connection closed: one opened before the
     replicas were pointed at the test database (a start-up check, a probe) would
     otherwise keep reading the real one."""
     from django.db import connections
 
     connections.close_all()
+    yield
+    background.shutdown()  # its threads keep connections to the test databases
 
 
 @pytest.fixture(autouse=True)
@@ -69,10 +71,10 @@ def _isolated_cache() -> Iterator[None]:
     Local memory hides such leaks (it is cleared with the process); Redis keeps
     everything between tests, so every test starts and ends with an empty cache.
     """
-    caching.drain_refreshes()  # a background refresh must not write into the next test
+    background.drain()  # a background refresh must not write into the next test
     cache.clear()
     yield
-    caching.drain_refreshes()
+    background.drain()
     cache.clear()
 
 

@@ -313,6 +313,10 @@ STOREOPS_CACHE_BREAKER_SECONDS = env_number("STOREOPS_CACHE_BREAKER_SECONDS", 5.
 # Threads per process that refresh stale panel data off the request path (0: in the
 # request, as the lock winner). Keep it well under the request threads per worker.
 STOREOPS_REFRESH_THREADS = env_number("STOREOPS_REFRESH_THREADS", 2)
+# Panel data invalidated by a write is recomputed once it is this many seconds old
+# (served stale meanwhile): under a stream of writes, one recompute per panel and
+# interval instead of one per request that sees it stale.
+STOREOPS_REFRESH_MIN_INTERVAL = env_number("STOREOPS_REFRESH_MIN_INTERVAL", 1.0, kind=float)
 STOREOPS_LOW_STOCK_THRESHOLD = env_number("STOREOPS_LOW_STOCK_THRESHOLD", 5)
 # Every this many stock ledger ids, the writer folds the ledger into the category
 # rollup after it commits (store/services/rollups.py, stock_ledger_fold).

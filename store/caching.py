@@ -7,7 +7,8 @@ once without scanning keys. On Redis the INCR is sent without waiting for its re
 which is read before the thread reads versions and before the response leaves.
 
 ``get_or_compute`` serves shared data: a stale value at once while one background
-thread refreshes it, under a per-key lock that dies with its holder within seconds.
+thread (``store.refresh``) refreshes it, under a per-key lock that dies with its
+holder within seconds.
 ``BreakerRedisCache`` turns a Redis outage into misses and comes back, with fresh
 connections, one breaker period after Redis does.
 """
@@ -26,7 +27,6 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -38,6 +38,8 @@ from django.utils import timezone
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import LockError, RedisError
+
+from store import refresh as background
 
 NAMESPACES = ("catalog", "stock", "lowstock", "orders", "sales", "outbox", "customers", "access")
 # Each as narrow as the change: "stock" is any stock move, "lowstock" only a move
@@ -445,6 +447,9 @@ class Computed(Generic[T]):
     hit: bool
     stale: bool = False
     compute_ms: float = 0.0
+    # Stale, and a newer value is being computed now (not only due within the
+    # refresh interval): asking again in a moment gets it.
+    refreshing: bool = False
 
 
 @dataclass(frozen=True)
@@ -542,109 +547,41 @@ def _compute_alone() -> None:
     """Release for 'no lock could be taken because the cache is down'."""
 
 
-# --- Background refresh --------------------------------------------------------
-# A stale value is served at once and refreshed here, off the request path, by a
-# few threads per process (STOREOPS_REFRESH_THREADS), created on first use so that
-# every gunicorn worker starts its own after the fork. A refresh that finds them
-# all busy is skipped, never queued: the next request for the key tries again.
-
-
-class _RefreshPool:
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-        self.pid = os.getpid()
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="storeops-refresh")
-        self.lock = threading.Lock()
-        self.idle = threading.Condition(self.lock)
-        self.keys: set[str] = set()  # refreshing now, in this process
-
-    @property
-    def pending(self) -> int:
-        return len(self.keys)
-
-    def claim(self, key: str) -> bool:
-        """Reserve a thread for ``key``: False if it is being refreshed or none is free."""
-        with self.lock:
-            if key in self.keys or len(self.keys) >= self.threads:
-                return False
-            self.keys.add(key)
-            return True
-
-    def finished(self, key: str) -> None:
-        with self.lock:
-            self.keys.discard(key)
-            self.idle.notify_all()
-
-
-_pool: _RefreshPool | None = None
-_pool_lock = threading.Lock()
-
-
-def _refresh_pool() -> _RefreshPool | None:
-    """This process's refresh pool; None when ``STOREOPS_REFRESH_THREADS`` is 0."""
-    global _pool  # one pool per process, made on first use
-    threads = int(getattr(settings, "STOREOPS_REFRESH_THREADS", 2))
-    if threads <= 0:
-        return None
-    pool = _pool
-    if pool is None or pool.pid != os.getpid() or pool.threads != threads:
-        with _pool_lock:
-            pool = _pool
-            # After a fork the parent's threads do not exist here: make our own.
-            if pool is None or pool.pid != os.getpid() or pool.threads != threads:
-                if pool is not None and pool.pid == os.getpid():
-                    pool.executor.shutdown(wait=False)  # the running ones finish
-                pool = _pool = _RefreshPool(threads)
-    return pool
-
-
-def drain_refreshes(timeout: float = 10.0) -> bool:
-    """Wait until this process runs no background refresh; False on timeout."""
-    pool = _pool
-    if pool is None or pool.pid != os.getpid():
-        return True
-    with pool.idle:
-        return pool.idle.wait_for(lambda: pool.pending == 0, timeout)
+# --- Background refresh (threads in store.refresh) -----------------------------
 
 
 def _refresh_in_background(
-    store_key: str, refresh: Callable[[], None], lock_seconds: float, label: str
-) -> bool:
-    """Start ``refresh`` unless one runs for the key; False if there is no pool."""
-    pool = _refresh_pool()
-    if pool is None:
-        return False
-    if not pool.claim(store_key):
-        if store_key not in pool.keys:
-            count(label, "refresh-skipped")  # every thread busy: the next request retries
-        return True
-    release = _lock_acquire(store_key, lock_seconds)
-    if release is None:  # another process (or a request's own recompute) has it
-        pool.finished(store_key)
-        return True
-    try:
-        pool.executor.submit(_run_refresh, pool, store_key, refresh, release, label)
-    except RuntimeError:  # the interpreter is shutting down: skip it
-        release()
-        pool.finished(store_key)
-    return True
-
-
-def _run_refresh(
-    pool: _RefreshPool,
     store_key: str,
     refresh: Callable[[], None],
-    release: Callable[[], None],
+    lock_seconds: float,
     label: str,
-) -> None:
-    try:
-        # An empty context: nothing of the request that triggered the refresh (a
-        # primary pin, its replica, a query capture) reaches data shared by everyone.
-        contextvars.Context().run(_refresh_once, store_key, refresh, label)
-    finally:
-        release()
-        connections.close_all()  # this thread's own; a pool thread keeps none open
-        pool.finished(store_key)
+    *,
+    not_before: float = 0.0,
+) -> bool:
+    """Start ``refresh`` (at ``not_before``, epoch seconds, if that is later) unless
+    one runs or is due for the key; False if there is no pool."""
+    pool = background.pool()
+    if pool is None:
+        return False
+
+    def job() -> None:
+        release = _lock_acquire(store_key, lock_seconds)
+        if release is None:  # another process (or a request's own recompute) has it
+            return
+        try:
+            # An empty context: nothing of the request that triggered the refresh (a
+            # primary pin, its replica, a query capture) reaches data shared by everyone.
+            contextvars.Context().run(_refresh_once, store_key, refresh, label)
+        finally:
+            release()
+
+    if not_before > time.time():
+        outcome = pool.schedule(store_key, not_before, job)
+    else:
+        outcome = pool.start(store_key, job)
+    if outcome is background.Outcome.BUSY:
+        count(label, "refresh-skipped")  # every thread busy: the next request retries
+    return True
 
 
 _failures: dict[str, str] = {}  # key -> the refresh failure last logged for it
@@ -698,6 +635,11 @@ def _position(envelope: _Envelope) -> int:
     return getattr(envelope, "position", 0)  # entries stored before positions existed
 
 
+def refresh_interval() -> float:
+    """Seconds a value invalidated by a write is still served before it is recomputed."""
+    return float(getattr(settings, "STOREOPS_REFRESH_MIN_INTERVAL", 1.0))
+
+
 def get_or_compute(
     key: str,
     fn: Callable[[], T],
@@ -717,7 +659,9 @@ def get_or_compute(
     - stale (expired, or computed under older ``namespaces`` versions) but still
       stored: served at once, marked stale, while one background refresh runs for
       the key (skipped when the process's refresh threads are all busy: the next
-      request tries again);
+      request tries again); a value invalidated by a write is refreshed once it is
+      ``refresh_interval()`` old, so a stream of writes costs one recompute per
+      interval, not one per request;
     - cold: the lock winner computes, the others wait up to ``wait`` seconds for
       its result and compute themselves only if it does not come.
     At most one recompute per key runs at a time across processes: a lock that lives
@@ -780,7 +724,12 @@ def get_or_compute(
         )
 
     lock_seconds = lock_timeout(envelope.delta)
-    if _in_transaction() or not _refresh_in_background(store_key, refresh, lock_seconds, label):
+    # Invalidated by a write: recomputed at most once per interval, however many
+    # requests see it stale meanwhile. Expired (or picked early): refreshed at once.
+    not_before = envelope.computed_at.timestamp() + refresh_interval() if not current else 0.0
+    if _in_transaction() or not _refresh_in_background(
+        store_key, refresh, lock_seconds, label, not_before=not_before
+    ):
         release = _lock_acquire(store_key, lock_seconds)
         if release is not None:
             try:
@@ -792,7 +741,13 @@ def get_or_compute(
                 release()
     stale = not current or now >= envelope.expires
     count(label, "stale" if stale else "hit")
-    return Computed(envelope.value, envelope.computed_at, hit=True, stale=stale)
+    return Computed(
+        envelope.value,
+        envelope.computed_at,
+        hit=True,
+        stale=stale,
+        refreshing=stale and not_before <= now,
+    )
 
 
 def _compute_once(

@@ -14,6 +14,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 
 from store import caching
+from store import refresh as background
 from store.models import Product
 from store.tests import factories
 
@@ -53,7 +54,7 @@ def test_another_users_write_shows_stale_data_at_once_then_the_refresh(
         caplog.at_level(logging.WARNING, logger="store.querylog"),
     ):
         stale = _low_stock(viewer_client)
-        assert caching.drain_refreshes(10)
+        assert background.drain(10)
     assert "Big saw" not in stale
     assert _cache_state(stale) == "stale data (refreshing)"
     # ...and asks for the refreshed data in a second, not a whole poll later.

@@ -11,6 +11,7 @@ from django.core.cache import cache
 from django.db import connections
 
 from store import caching, health, routing
+from store import refresh as background
 from store.models import Product
 from store.services.stock import stock_adjust
 from store.tests import factories
@@ -100,5 +101,5 @@ def test_an_entry_read_before_its_namespaces_last_write_is_stale_for_everyone(
     stock_adjust(product=product.pk, delta=-8, actor=None)  # bumps "stock" at its position
     served = load()
     assert served.stale  # the old entry, while a refresh reads at the write's position
-    caching.drain_refreshes()
+    background.drain()
     assert load().value == 2, "refreshed from the primary: the replica is paused"

@@ -1,7 +1,7 @@
 """get_or_compute (lock, stale serve, background refresh, XFetch), versions, the breaker.
 
 Background refreshes run for real (threads, the real cache and database); a test
-waits for them with ``caching.drain_refreshes()``.
+waits for them with ``background.drain()``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from django.db import connections
 from django.test import override_settings
 
 from store import caching
+from store import refresh as background
 from store.selectors.trending import trending
 from store.tests import factories
 from store.tests.caches import DEAD_REDIS
@@ -37,7 +38,7 @@ def test_cold_then_hit_then_recompute_after_a_bump() -> None:
     # The earlier value at once, marked stale; the recompute runs in the background.
     third = caching.get_or_compute("t:basic", compute, 60, 60, namespaces=("catalog",))
     assert (third.value, third.hit, third.stale) == (1, True, True)
-    assert caching.drain_refreshes(5)
+    assert background.drain(5)
     fourth = caching.get_or_compute("t:basic", compute, 60, 60, namespaces=("catalog",))
     assert (fourth.value, fourth.hit, fourth.stale) == (2, True, False)
     assert len(calls) == 2
@@ -73,7 +74,7 @@ def test_expired_value_is_served_stale_and_refreshed() -> None:
     time.sleep(0.1)
     served = caching.get_or_compute("t:ttl", lambda: "new", 0.05, 60, beta=0)
     assert (served.value, served.stale) == ("old", True)
-    assert caching.drain_refreshes(5)
+    assert background.drain(5)
     assert caching.get_or_compute("t:ttl", lambda: "newer", 60, 60, beta=0).value == "new"
 
 
@@ -88,7 +89,7 @@ def test_xfetch_refreshes_a_hot_key_before_it_expires() -> None:
     early = caching.get_or_compute("t:xfetch", slow, 3600, 60, beta=1e9)
     # Still fresh: served as it is, not stale, while the early refresh runs.
     assert (early.value, early.hit, early.stale) == (first.value, True, False)
-    assert caching.drain_refreshes(5)
+    assert background.drain(5)
     refreshed = caching.get_or_compute("t:xfetch", slow, 3600, 60, beta=0)
     assert refreshed.value > first.value
 
@@ -120,7 +121,7 @@ def test_a_stale_value_is_served_at_once_while_the_refresh_runs_in_the_backgroun
     again = caching.get_or_compute("t:stale", lambda: "never", 60, 600, namespaces=("orders",))
     assert (again.value, again.stale) == ("v1", True)
     release.set()
-    assert caching.drain_refreshes(5)
+    assert background.drain(5)
     fresh = caching.get_or_compute("t:stale", lambda: "never", 60, 600, namespaces=("orders",))
     assert (fresh.value, fresh.hit, fresh.stale) == ("v2", True, False)
 
@@ -147,7 +148,7 @@ def test_many_readers_of_a_stale_key_start_one_refresh() -> None:
     assert {(value, stale) for value, stale, _ in results} == {("v1", True)}
     assert max(took for _, _, took in results) < 1.0
     release.set()
-    assert caching.drain_refreshes(5)
+    assert background.drain(5)
     assert len(calls) == 1
     assert (
         caching.get_or_compute("t:many", recompute, 60, 600, namespaces=("orders",)).value == "v2"
@@ -162,7 +163,7 @@ def test_no_refresh_while_another_process_holds_the_key_lock() -> None:
     assert release is not None
     try:
         served = caching.get_or_compute("t:held", lambda: "v2", 60, 600, namespaces=("orders",))
-        assert caching.drain_refreshes(5)
+        assert background.drain(5)
         after = caching.get_or_compute("t:held", lambda: "v2", 60, 600, namespaces=("orders",))
     finally:
         release()
@@ -184,7 +185,8 @@ def test_a_busy_refresh_pool_skips_refreshes_instead_of_queueing_them() -> None:
 
         return compute
 
-    with override_settings(STOREOPS_REFRESH_THREADS=2):
+    # Interval 0: each refresh is due at once (the values were just computed).
+    with override_settings(STOREOPS_REFRESH_THREADS=2, STOREOPS_REFRESH_MIN_INTERVAL=0):
         try:
             for key in keys:
                 found = caching.get_or_compute(key, blocked(key), 60, 600, namespaces=("orders",))
@@ -194,15 +196,87 @@ def test_a_busy_refresh_pool_skips_refreshes_instead_of_queueing_them() -> None:
             assert caching.counters(keys[2])["refresh-skipped"] == 1
         finally:
             release.set()
-            assert caching.drain_refreshes(5)
+            assert background.drain(5)
         values = []
         for key in keys:  # one at a time: two threads cannot take three at once
             values.append(
                 caching.get_or_compute(key, blocked(key), 60, 600, namespaces=("orders",)).value
             )
-            assert caching.drain_refreshes(5)
+            assert background.drain(5)
         assert values == ["new", "new", "old", "old", "old"]  # the next request retries
     assert sorted(running) == keys
+
+
+@override_settings(STOREOPS_REFRESH_MIN_INTERVAL=0.5)
+def test_a_stream_of_writes_recomputes_a_value_once_per_interval() -> None:
+    calls: list[float] = []
+
+    def compute() -> int:
+        calls.append(time.time())
+        return len(calls)
+
+    first = caching.get_or_compute("t:stream", compute, 60, 600, namespaces=("stock",))
+    served = []
+    for _ in range(10):  # a write every 20 ms, each followed by a reader
+        caching.bump_now("stock")
+        served.append(caching.get_or_compute("t:stream", compute, 60, 600, namespaces=("stock",)))
+        time.sleep(0.02)
+    # All ten served the first value at once, none started a recompute yet...
+    assert [(c.value, c.stale, c.refreshing) for c in served] == [(1, True, False)] * 10
+    assert len(calls) == 1
+    # ...one is due when the value is 0.5 s old, and it includes every write.
+    assert background.drain(5)
+    assert len(calls) == 2
+    assert calls[1] - first.computed_at.timestamp() >= 0.5
+    after = caching.get_or_compute("t:stream", compute, 60, 600, namespaces=("stock",))
+    assert (after.value, after.stale) == (2, False)
+
+
+@override_settings(STOREOPS_REFRESH_MIN_INTERVAL=0.2)
+def test_a_value_older_than_the_interval_is_refreshed_at_once_and_says_so() -> None:
+    caching.get_or_compute("t:old", lambda: "old", 60, 600, namespaces=("stock",))
+    time.sleep(0.25)
+    caching.bump_now("stock")
+    served = caching.get_or_compute("t:old", lambda: "new", 60, 600, namespaces=("stock",))
+    # "refreshing": asking again in a moment gets the new value (the page re-polls).
+    assert (served.value, served.stale, served.refreshing) == ("old", True, True)
+    assert background.drain(5)
+    assert caching.get_or_compute("t:old", lambda: "x", 60, 600, namespaces=("stock",)).value == (
+        "new"
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@override_settings(STOREOPS_REFRESH_THREADS=1, STOREOPS_REFRESH_MIN_INTERVAL=0)
+def test_refresh_threads_keep_their_connection_until_shut_down() -> None:
+    from django.db import connection
+
+    def backend() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    pids = []
+    for n in range(3):
+        _seed_then_bump(f"t:conn:{n}", 0)
+        caching.get_or_compute(f"t:conn:{n}", backend, 60, 600, namespaces=("orders",))
+        assert background.drain(5)
+        fresh = caching.get_or_compute(f"t:conn:{n}", backend, 60, 600, namespaces=("orders",))
+        assert not fresh.stale
+        pids.append(fresh.value)
+    assert len(set(pids)) == 1, pids  # one connection, not one per refresh
+    background.shutdown()
+
+    def alive(pid: int) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+            return cursor.fetchone()[0] == 1
+
+    deadline = time.monotonic() + 5
+    while alive(pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pids[0])  # closed with its thread
 
 
 def test_a_refresh_runs_outside_the_requests_context() -> None:
@@ -223,7 +297,7 @@ def test_a_refresh_runs_outside_the_requests_context() -> None:
             served = caching.get_or_compute("t:context", compute, 60, 60, beta=0)
     finally:
         routing.pinned_to_primary.reset(token)
-    assert caching.drain_refreshes(5)
+    assert background.drain(5)
     assert served.value == "old"  # expired by time, not by a write: served stale
     assert seen == {"panel": None, "pinned": False}
 
@@ -258,20 +332,19 @@ def test_a_failing_refresh_keeps_the_stale_value_and_logs_once(
         for _ in range(3):
             found = caching.get_or_compute("t:fails", broken_query, 60, 600, namespaces=("orders",))
             assert (found.value, found.stale) == ("v1", True)
-            assert caching.drain_refreshes(5)
+            assert background.drain(5)
     assert len(used) == 3  # each request retried once the previous refresh had failed
     errors = [r for r in caplog.records if "background refresh" in r.getMessage()]
     assert len(errors) == 1  # once per key and failure, not once per request
     assert "goc:t:fails" in errors[0].getMessage()
     assert errors[0].exc_info is not None
     assert issubclass(errors[0].exc_info[0], DatabaseError)
-    # The refresh threads close their database connections when done.
-    assert all(wrapper.connection is None for wrapper in used)
+    # On the refresh threads' own connections, never the request's.
     assert all(wrapper is not connections["default"] for wrapper in used)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="store.caching"):
         caching.get_or_compute("t:fails", lambda: "v2", 60, 600, namespaces=("orders",))
-        assert caching.drain_refreshes(5)
+        assert background.drain(5)
     assert (
         caching.get_or_compute("t:fails", broken_query, 60, 600, namespaces=("orders",)).value
         == "v2"
