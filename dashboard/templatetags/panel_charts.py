@@ -84,6 +84,12 @@ def change_text(figure: Any) -> str:
     return f"{sign}{shown}"
 
 
+@register.filter
+def series_text(figure: Any) -> str:
+    """A headline figure's hourly values as text, money in cents: "1.00, 2.50"."""
+    return ", ".join(cents(v) if figure.money else str(v) for v in figure.series)
+
+
 # --- Time series: server-rendered SVG with axes, hover values and a data table ---
 
 PALETTE = ("#0d6efd", "#198754", "#dc3545", "#fd7e14", "#6f42c1", "#20c997")
