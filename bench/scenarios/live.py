@@ -638,8 +638,6 @@ def cold_compute(run: harness.Run, size: str) -> list[str]:
 
     names = []
     for name, panel in PANELS.items():
-        if panel.compute is None:
-            continue
         names.append(name)
         params, _ = panel.form().params()
         samples = []

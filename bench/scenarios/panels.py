@@ -137,8 +137,6 @@ def run(run: harness.Run, *, reps: int | None) -> None:
             client = _client()
             _get(client, "/bench/bare/", HOST)
             for name, panel in PANELS.items():
-                if panel.compute is None:
-                    continue
                 params, _ = panel.form().params()
                 if name in ANALYTICS:
                     _cold(run, panel, params, raw, reps)

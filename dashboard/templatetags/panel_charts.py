@@ -6,13 +6,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING, Any
 
 from django import template
-from django.urls import reverse
 
 from store.money import format_money
+
+if TYPE_CHECKING:
+    from dashboard.panel_runs import PanelRun
 
 register = template.Library()
 
@@ -67,11 +68,9 @@ def sparkline(series: Sequence[int], width: int = 120, height: int = 24) -> str:
 
 
 @register.simple_tag
-def panel_url(run: Any, **changes: Any) -> str:
+def panel_url(run: PanelRun, **changes: Any) -> str:
     """The panel's URL with some of its parameters changed (e.g. a sort link)."""
-    params = {**run.params, **changes}
-    query = urlencode([(f"{run.name}-{k}", v) for k, v in params.items() if v is not None])
-    return f"{reverse('dashboard-panel', args=[run.name])}?{query}"
+    return run.url_with(**changes)
 
 
 @register.filter
@@ -83,6 +82,12 @@ def change_text(figure: Any) -> str:
     sign = "+" if change > 0 else ("-" if change < 0 else "±")
     shown = format_money(abs(change)) if figure.money else f"{abs(change):,}"
     return f"{sign}{shown}"
+
+
+@register.filter
+def series_text(figure: Any) -> str:
+    """A headline figure's hourly values as text, money in cents: "1.00, 2.50"."""
+    return ", ".join(cents(v) if figure.money else str(v) for v in figure.series)
 
 
 # --- Time series: server-rendered SVG with axes, hover values and a data table ---

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.http import QueryDict
 
-from dashboard import panels
+from dashboard import panel_runs, panels
 from store.caching import namespace_versions
 from store.services.orders import order_mark_paid, order_place
 from store.services.stock import stock_adjust
@@ -17,9 +17,11 @@ pytestmark = pytest.mark.django_db
 
 def _keys(user: User) -> dict[str, str]:
     """Every panel's fragment key (default parameters, plus both rank orders)."""
-    runs = {name: panels.start(panel, QueryDict(), user) for name, panel in panels.PANELS.items()}
+    runs = {
+        name: panel_runs.start(panel, QueryDict(), user) for name, panel in panels.PANELS.items()
+    }
     revenue = QueryDict("rank-window-by=revenue")
-    runs["rank-window:revenue"] = panels.start(panels.PANELS["rank-window"], revenue, user)
+    runs["rank-window:revenue"] = panel_runs.start(panels.PANELS["rank-window"], revenue, user)
     return {name: run.fragment_key for name, run in runs.items()}
 
 

@@ -21,11 +21,10 @@ from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
-from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
-from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import trigger_client_event
 
+from dashboard import events
 from dashboard.access import permission_required
 from dashboard.action_forms import (
     AdjustForm,
@@ -36,7 +35,7 @@ from dashboard.action_forms import (
     PriceChangeForm,
     RequeueForm,
 )
-from dashboard.http import HtmxHttpRequest
+from dashboard.http import HtmxHttpRequest, never_cache_htmx, render_partial_or_page
 from store.exceptions import (
     ConcurrencyFailure,
     IdempotencyInProgress,
@@ -74,8 +73,7 @@ def _page(
     request: HtmxHttpRequest, partial: str, context: dict[str, Any], status: int = 200
 ) -> HttpResponse:
     """The partial alone for HTMX, else the whole page around it."""
-    template = f"{TEMPLATE}#{partial}" if request.htmx else TEMPLATE
-    return render(request, template, {**context, "partial": partial}, status=status)
+    return render_partial_or_page(request, f"{TEMPLATE}#{partial}", context, status=status)
 
 
 def _see_other(location: str) -> HttpResponse:
@@ -98,14 +96,21 @@ class Action:
 
 
 ADJUST = Action(
-    "adjust", "adjust-form", "adjust-result", "stock-changed", "store-product-adjust", "product"
+    "adjust",
+    "adjust-form",
+    "adjust-result",
+    events.STOCK_CHANGED,
+    "store-product-adjust",
+    "product",
 )
-EDIT = Action("edit", "edit-form", "edit-result", "stock-changed", "store-product-edit", "product")
-PAY = Action("pay", "pay-form", "pay-result", "order-paid", "store-order-pay", "order")
+EDIT = Action(
+    "edit", "edit-form", "edit-result", events.STOCK_CHANGED, "store-product-edit", "product"
+)
+PAY = Action("pay", "pay-form", "pay-result", events.ORDER_PAID, "store-order-pay", "order")
 CANCEL = Action(
-    "cancel", "cancel-form", "cancel-result", "order-cancelled", "store-order-cancel", "order"
+    "cancel", "cancel-form", "cancel-result", events.ORDER_CANCELLED, "store-order-cancel", "order"
 )
-PRICES = Action("prices", "price-form", "price-result", "prices-changed", "store-price-change")
+PRICES = Action("prices", "price-form", "price-result", events.PRICES_CHANGED, "store-price-change")
 
 
 def _run(
@@ -170,11 +175,9 @@ def _form_error(
 # --- stock -------------------------------------------------------------------
 
 
-# Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
 @permission_required("store.adjust_stock")
-@never_cache
-@vary_on_headers("HX-Request")
+@never_cache_htmx  # each render carries a fresh idempotency key
 @decides()  # what the operator decides on is the primary's row
 def product_adjust(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     product = get_object_or_404(Product, pk=pk)
@@ -230,11 +233,9 @@ def _price_lock(form: EditForm, can_price: bool) -> EditForm:
     return form
 
 
-# Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
 @permission_required("store.adjust_stock")
-@never_cache
-@vary_on_headers("HX-Request")
+@never_cache_htmx  # each render carries a fresh idempotency key
 @decides()  # what the operator decides on is the primary's row
 def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     product = get_object_or_404(Product, pk=pk)
@@ -293,11 +294,9 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 # --- orders -------------------------------------------------------------------
 
 
-# Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
 @permission_required("store.mark_order_paid")
-@never_cache
-@vary_on_headers("HX-Request")
+@never_cache_htmx  # each render carries a fresh idempotency key
 @decides()  # what the operator decides on is the primary's row
 def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
@@ -330,11 +329,9 @@ def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     )
 
 
-# Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
 @permission_required("store.cancel_order")
-@never_cache
-@vary_on_headers("HX-Request")
+@never_cache_htmx  # each render carries a fresh idempotency key
 @decides()  # what the operator decides on is the primary's row
 def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The order saga's compensating step: restock every line, mark it cancelled."""
@@ -373,11 +370,9 @@ def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 # --- prices -------------------------------------------------------------------
 
 
-# Each render carries a fresh key: never cached; HTMX and full answers differ.
 @require_http_methods(["GET", "POST"])
 @permission_required("store.change_price")
-@never_cache
-@vary_on_headers("HX-Request")
+@never_cache_htmx  # each render carries a fresh idempotency key
 @decides()  # what the operator decides on is the primary's row
 def prices_change(request: HtmxHttpRequest) -> HttpResponse:
     """Two steps: the first POST shows what would change, the second applies it."""
@@ -428,6 +423,6 @@ def outbox_event_requeue(request: HtmxHttpRequest, pk: str) -> HttpResponse:
     message = f"Event {event.topic} {str(event.pk)[:8]} requeued."
     if request.htmx:
         response = render(request, f"{TEMPLATE}#requeue-result", {"message": message})
-        return trigger_client_event(response, "outbox-changed")
+        return trigger_client_event(response, events.OUTBOX_CHANGED)
     messages.success(request, message)
     return _see_other(reverse("dashboard-index"))

@@ -5,10 +5,9 @@ from __future__ import annotations
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from dashboard import panels
+from dashboard import panel_runs, panels
 from dashboard.access import permission_required
-from dashboard.http import HtmxHttpRequest
-from dashboard.views.panels import private_htmx
+from dashboard.http import HtmxHttpRequest, private_htmx
 
 
 @require_GET
@@ -22,7 +21,7 @@ def trending(request: HtmxHttpRequest) -> JsonResponse:
     if not form.is_valid():
         return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
     params, _ = form.params()
-    result = panels.load(panel, params)
+    result = panel_runs.load(panel, params)
     if result.error or result.computed is None:
         return JsonResponse({"error": "The trending query failed."}, status=503)
     data = result.computed.value

@@ -8,11 +8,10 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from dashboard import panels
+from dashboard import panel_runs
 from dashboard.access import permission_required
 from dashboard.forms import PageControlsForm
-from dashboard.http import HtmxHttpRequest
-from dashboard.views.panels import private_htmx
+from dashboard.http import HtmxHttpRequest, private_htmx
 
 
 @require_GET
@@ -24,7 +23,7 @@ def index(request: HtmxHttpRequest) -> HttpResponse:
     page, problems = page_form.values()
     # Panels (the headline figures included) load themselves after the page
     # (hx-trigger="load"), with the parameters this URL carries for them.
-    frames = panels.frames(request.GET, page)
+    frames = panel_runs.frames(request.GET, page)
     kept = [(k, v) for k, v in request.GET.items() if k not in PageControlsForm.base_fields]
     context = {
         "frames": frames,

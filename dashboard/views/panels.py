@@ -2,46 +2,24 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from django import forms
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 from django.http import Http404, HttpResponse, QueryDict
-from django.shortcuts import render
 from django.urls import reverse
-from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.views.decorators.http import require_GET
 
-from dashboard import panels
+from dashboard import panel_runs, panels
 from dashboard.access import permission_required
-from dashboard.http import HtmxHttpRequest
+from dashboard.http import HtmxHttpRequest, private_htmx, render_partial_or_page, wants_partial
 from store import querylog
 
-
-def private_htmx(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Per-user pages whose body depends on HX-Request: no shared caches, and a
-    partial and a full page of one URL never share a browser cache entry."""
-
-    @functools.wraps(view)
-    def wrapped(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = view(request, *args, **kwargs)
-        patch_cache_control(response, private=True)
-        patch_vary_headers(response, ("Cookie", "HX-Request"))
-        return response
-
-    return wrapped
+INSPECTOR = "dashboard/inspector.html"
 
 
-def _wants_partial(request: HtmxHttpRequest) -> bool:
-    # A history restore must get a whole page, never a bare partial.
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
-def _push_url(request: HtmxHttpRequest, run: panels.PanelRun) -> str | None:
+def _push_url(request: HtmxHttpRequest, run: panel_runs.PanelRun) -> str | None:
     """The URL to show after the user changed a panel's parameters, so the view
     can be shared: the dashboard URL with this panel's parameters replaced, or
     the panel's own page when it is open alone. Polling pushes nothing."""
@@ -67,20 +45,22 @@ def panel(request: HtmxHttpRequest, name: str) -> HttpResponse:
     found = panels.get_panel(name)
     if found is None:
         raise Http404(f"There is no panel named {name!r}.")
-    run = panels.start(found, request.GET, request.user)
+    run = panel_runs.start(found, request.GET, request.user)
+    user = request.user
+    # The partial renders alone: every permission it shows by comes from here. Its
+    # cached fragment is per user and goes stale when permissions change ("access").
     context = {
         "run": run,
-        "can_adjust": request.user.has_perm("store.adjust_stock"),
-        "can_inspect": request.user.is_superuser,
+        "can_adjust": user.has_perm("store.adjust_stock"),
+        "can_requeue": user.has_perm("store.change_outboxevent"),
+        "can_inspect": user.is_superuser,
     }
-    if _wants_partial(request):
-        response = render(request, panels.PANEL_PARTIAL, context)
-        push = _push_url(request, run)
-        if push:
-            response["HX-Push-Url"] = push
-    else:
-        context["partial"] = panels.PANEL_PARTIAL
-        response = render(request, "dashboard/panel_page.html", context)
+    response = render_partial_or_page(
+        request, panel_runs.PANEL_PARTIAL, context, page="dashboard/panel_page.html"
+    )
+    push = _push_url(request, run) if wants_partial(request) else None
+    if push:
+        response["HX-Push-Url"] = push
     run.finish()
     return response
 
@@ -99,12 +79,8 @@ def _superuser_log(request: HtmxHttpRequest, log_id: str) -> querylog.QueryLog:
 @private_htmx
 def query_log(request: HtmxHttpRequest, log_id: str) -> HttpResponse:
     log = _superuser_log(request, log_id)
-    template = (
-        "dashboard/inspector.html#queries"
-        if _wants_partial(request)
-        else ("dashboard/inspector.html")
-    )
-    return render(request, template, {"log": log, "rows": log.flags()})
+    context = {"log": log, "rows": log.flags()}
+    return render_partial_or_page(request, f"{INSPECTOR}#queries", context)
 
 
 class ExplainForm(forms.Form):
@@ -130,7 +106,4 @@ def query_explain(request: HtmxHttpRequest, log_id: str, index: int) -> HttpResp
         plan, error, status = [], f"EXPLAIN failed: {exc}", 422
     context = {"log": log, "index": index, "record": record, "plan": plan, "error": error}
     context["analyze"] = analyze
-    template = (
-        "dashboard/inspector.html#plan" if _wants_partial(request) else ("dashboard/inspector.html")
-    )
-    return render(request, template, context, status=status)
+    return render_partial_or_page(request, f"{INSPECTOR}#plan", context, status=status)

@@ -16,12 +16,10 @@ import django_tables2 as tables
 from django.core.paginator import EmptyPage
 from django.db.models import QuerySet
 from django.http import HttpResponseBase
-from django.shortcuts import render
-from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
-from django.views.decorators.vary import vary_on_headers
 from django_filters import FilterSet
 
+from dashboard import events
 from dashboard.access import permission_required
 from dashboard.exports import ExportTooLarge, export_response
 from dashboard.filters import (
@@ -32,7 +30,7 @@ from dashboard.filters import (
     ProductFilter,
     TableQueryForm,
 )
-from dashboard.http import HtmxHttpRequest
+from dashboard.http import HtmxHttpRequest, private_htmx, render_partial_or_page
 from dashboard.paginators import EstimatingPaginator
 from dashboard.tables import TABLE_TEMPLATE, LedgerTable, OrderTable, ProductTable, RowActions
 from store.selectors.catalog import order_table_rows, product_table_rows, stock_ledger_rows
@@ -97,7 +95,11 @@ def _without_export(request: HtmxHttpRequest) -> str:
 
 
 def _table_response(
-    request: HtmxHttpRequest, spec: TablePage, *, actions: RowActions | None = None
+    request: HtmxHttpRequest,
+    spec: TablePage,
+    *,
+    actions: RowActions | None = None,
+    can_change_prices: bool = False,
 ) -> HttpResponseBase:
     notices: list[str] = []
     params = TableQueryForm(request.GET, sortable=spec.table_class.sortable())
@@ -153,19 +155,16 @@ def _table_response(
         "per_page_choices": PER_PAGE_CHOICES,
         "export_formats": EXPORT_FORMATS,
         "refresh_url": _without_export(request),
+        # The table re-reads itself when an action elsewhere changed the data.
+        "refresh_trigger": events.listen(events.DATA_CHANGED),
+        "can_change_prices": can_change_prices,
     }
-    template = f"{PAGE_TEMPLATE}#table" if request.htmx else PAGE_TEMPLATE
-    return render(request, template, context, status=status)
-
-
-# The views branch on request.htmx: the partial and the page must never share a
-# cache entry, and neither belongs in a shared cache.
+    return render_partial_or_page(request, f"{PAGE_TEMPLATE}#table", context, status=status)
 
 
 @require_GET
 @permission_required("store.view_dashboard")
-@cache_control(private=True)
-@vary_on_headers("HX-Request")
+@private_htmx
 def product_list(request: HtmxHttpRequest) -> HttpResponseBase:
     user = request.user
     actions = RowActions(
@@ -173,13 +172,13 @@ def product_list(request: HtmxHttpRequest) -> HttpResponseBase:
         # The edit form (stock and price, optimistic) is guarded by adjust_stock.
         can_edit=user.has_perm("store.adjust_stock"),
     )
-    return _table_response(request, PRODUCTS, actions=actions)
+    can_change_prices = user.has_perm("store.change_price")
+    return _table_response(request, PRODUCTS, actions=actions, can_change_prices=can_change_prices)
 
 
 @require_GET
 @permission_required("store.view_dashboard")
-@cache_control(private=True)
-@vary_on_headers("HX-Request")
+@private_htmx
 def order_list(request: HtmxHttpRequest) -> HttpResponseBase:
     actions = RowActions(
         can_pay=request.user.has_perm("store.mark_order_paid"),
@@ -190,7 +189,6 @@ def order_list(request: HtmxHttpRequest) -> HttpResponseBase:
 
 @require_GET
 @permission_required("store.view_dashboard")
-@cache_control(private=True)
-@vary_on_headers("HX-Request")
+@private_htmx
 def ledger_list(request: HtmxHttpRequest) -> HttpResponseBase:
     return _table_response(request, LEDGER)

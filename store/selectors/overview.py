@@ -70,6 +70,13 @@ class Figure:
     change: int | None = None  # None: no history kept for this figure
     tone: str = ""
 
+    @property
+    def change_class(self) -> str:
+        """Up is green, down is red, no change is grey."""
+        if self.change is None or self.change == 0:
+            return "text-secondary"
+        return "text-success-emphasis" if self.change > 0 else "text-danger-emphasis"
+
 
 @dataclass(frozen=True)
 class Headline:

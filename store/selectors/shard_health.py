@@ -17,7 +17,7 @@ from django.core.cache import cache
 from store import deadlines
 from store.cache_health import probe_cache
 from store.caching import namespace_versions
-from store.health import Snapshot, health_snapshot, thresholds
+from store.health import Probe, Snapshot, health_snapshot, thresholds
 from store.selectors.customers import customer_figures
 
 
@@ -26,6 +26,27 @@ class ThresholdRow:
     label: str
     warn: str
     critical: str
+
+
+# The badge a probe's status wears; "down" (and anything unknown) is dark.
+PROBE_BADGES = {"ok": "text-bg-success", "warn": "text-bg-warning", "critical": "text-bg-danger"}
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    """A probe as the panel lists it: the probe, and the badge of its status."""
+
+    probe: Probe
+
+    @property
+    def badge(self) -> str:
+        return PROBE_BADGES.get(self.probe.status, "text-bg-dark")
+
+
+@dataclass(frozen=True)
+class Notice:
+    css: str
+    text: str
 
 
 @dataclass
@@ -39,6 +60,33 @@ class ShardHealthOverview:
     @property
     def partial_shards(self) -> dict[str, str]:
         return {**self.top_customers.failed, **self.events_last_hour.failed}
+
+    @property
+    def probe_rows(self) -> list[ProbeRow]:
+        return [ProbeRow(probe) for probe in self.snapshot.probes]
+
+    @property
+    def primary(self) -> Probe | None:
+        return self.snapshot.probe("default")
+
+    @property
+    def attention(self) -> str:
+        """What the page's status summary says of the databases ("": all is well)."""
+        status = self.snapshot.status
+        if status == "ok":
+            return ""
+        bad = "".join(f" · {p.alias} {p.status}" for p in self.snapshot.probes if p.status != "ok")
+        return f"Databases: {status}{bad}"
+
+    @property
+    def alert(self) -> Notice | None:
+        """The banner over the probes while the databases are not all well."""
+        status = self.snapshot.status
+        if status == "ok":
+            return None
+        if status == "down":
+            return Notice("alert-danger", "The primary database does not answer.")
+        return Notice("alert-warning", "Some databases need attention: see the reasons below.")
 
 
 _THRESHOLD_LABELS = {

@@ -9,6 +9,7 @@ from django.db.models import Case, CharField, Count, Q, Value, When
 from store.models import Product, StockMovement
 
 CRITICAL_STOCK = 2  # 1-2 units left is critical; 0 is out of stock
+SEVERITY_CLASSES = {"out": "text-bg-danger", "critical": "text-bg-warning"}  # low: secondary
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,15 @@ class LowStockRow:
     severity: str  # "out", "critical" or "low"
     shop: str
     category: str
+
+    @property
+    def severity_class(self) -> str:
+        """The badge the severity wears."""
+        return SEVERITY_CLASSES.get(self.severity, "text-bg-secondary")
+
+    @property
+    def severity_label(self) -> str:
+        return "out of stock" if self.severity == "out" else self.severity
 
 
 @dataclass(frozen=True)

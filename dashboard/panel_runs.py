@@ -1,0 +1,261 @@
+"""One panel's run for one request: its parameters, cache keys and lazy data.
+
+Every panel renders through the ``panel`` partial of ``templates/dashboard/index.html``:
+a ``{% cache %}`` fragment keyed by ``PanelRun.fragment_vary`` (panel name + user id
++ namespace versions + params + interval; ``PanelRun.fragment_key`` is the same key)
+around the panel's own ``<name>-body`` partial. The selector runs only when that
+fragment is missing (``run.result`` is lazy).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
+from django.core.cache.utils import make_template_fragment_key
+from django.db import DatabaseError
+from django.http import QueryDict
+from django.urls import reverse
+
+from dashboard import forms
+from dashboard.panels import PANELS, RANGE_NAMES, Panel, Params, encode_params
+from store import caching, querylog, routing
+
+logger = logging.getLogger("dashboard.panels")
+
+# Every panel renders through its "panel" partial (the cached frame), which includes
+# the panel's "<name>-body" partial.
+TEMPLATE = "dashboard/index.html"
+PANEL_PARTIAL = f"{TEMPLATE}#panel"
+# The {% cache %} fragment name in the "panel" partial.
+FRAGMENT_NAME = "panel"
+
+
+def panel_path(name: str) -> str:
+    return reverse("dashboard-panel", args=[name])
+
+
+@dataclass
+class PanelResult:
+    computed: caching.Computed[Any] | None = None
+    error: str = ""
+    queries: querylog.QueryLog | None = None
+
+    @property
+    def value(self) -> Any:
+        return self.computed.value if self.computed else None
+
+
+@dataclass
+class PanelRun:
+    """One panel for one request: parameters, cache key parts, and lazy data."""
+
+    panel: Panel
+    params: Params
+    problems: list[str]
+    user: AbstractBaseUser | AnonymousUser
+    versions: dict[str, int] = field(default_factory=dict)
+    evaluated: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.panel.name
+
+    @property
+    def every(self) -> int:
+        return int(self.params["every"])
+
+    @property
+    def controls(self) -> forms.PanelForm:
+        """The parameter form, unbound, showing the values in effect."""
+        return self.panel.form_class(
+            initial=self.params, prefix=self.name, interval=self.panel.interval
+        )
+
+    def query_string_with(self, **changes: Any) -> str:
+        """This panel's parameters (some changed), prefixed with its name."""
+        # An unset optional value (a time range's dates) stays out of the URL.
+        params = {**self.params, **changes}
+        return urlencode([(f"{self.name}-{k}", v) for k, v in params.items() if v is not None])
+
+    @property
+    def query_string(self) -> str:
+        return self.query_string_with()
+
+    def url_with(self, **changes: Any) -> str:
+        """The panel's URL with some of its parameters changed (e.g. a sort link)."""
+        return f"{panel_path(self.name)}?{self.query_string_with(**changes)}"
+
+    @property
+    def url(self) -> str:
+        return self.url_with()
+
+    @property
+    def trigger(self) -> str:
+        # console.js fires "refresh" every ``every`` seconds (data-interval), except
+        # while the tab is hidden, the page is paused or the user types in the panel
+        # (an htmx filter "[...]" would need eval, which the CSP refuses).
+        parts = ["refresh"] + [f"{event} from:body" for event in self.panel.events]
+        return ", ".join(parts)
+
+    @property
+    def body_template(self) -> str:
+        """This panel's content partial, included by the shared "panel" partial."""
+        return f"{TEMPLATE}#{self.name}-body"
+
+    @property
+    def versions_key(self) -> str:
+        key = ",".join(f"{ns}={v}" for ns, v in sorted(self.versions.items()))
+        pinned_at = routing.pin_position.get()
+        # A fragment rendered before the user's own write is never theirs: while pinned
+        # their fragments are keyed on the pin too (store.caching checks the data).
+        return f"{key},pin={pinned_at}" if pinned_at else key
+
+    @property
+    def fragment_vary(self) -> str:
+        """What the panel's cached fragment varies on: the one ``{% cache %}`` vary-on
+        value of the "panel" partial, and the key ``fragment_key`` derives from it."""
+        user_id = getattr(self.user, "pk", None)
+        params = encode_params(self.params)
+        return f"{self.name}|{user_id}|{self.versions_key}|{params}|{self.every}"
+
+    @property
+    def fragment_key(self) -> str:
+        return make_template_fragment_key(FRAGMENT_NAME, [self.fragment_vary])
+
+    @cached_property
+    def result(self) -> PanelResult:
+        """Runs the selector (through the shared data cache): only on a fragment miss."""
+        self.evaluated = True
+        return load(self.panel, self.params)
+
+    @property
+    def cache_state(self) -> str:
+        """What the footer says about where this rendering came from."""
+        if not self.evaluated:
+            return "fragment hit"
+        result = self.result
+        if result.computed is None:
+            return "miss"
+        if result.computed.stale:
+            return "stale data (refreshing)"
+        return "fragment miss, data hit" if result.computed.hit else "miss"
+
+    @property
+    def refreshing(self) -> bool:
+        """Stale data was served and a refresh runs: the page asks again in a second,
+        so a write reaches every viewer within about two seconds, not a poll later."""
+        return self.evaluated and self.result.computed is not None and self.result.computed.stale
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return caching.counters(self.name)
+
+    def finish(self) -> None:
+        """After rendering: count, keep the queries for the inspector, and drop a
+        fragment that holds an error so the next request tries again."""
+        caching.count(self.name, "miss" if self.evaluated else "hit")
+        if not self.evaluated:
+            return
+        result = self.result
+        if result.queries is not None:
+            querylog.save(result.queries)
+        # An error or stale data must not stick for a whole TTL: drop that fragment.
+        if result.error or (result.computed is not None and result.computed.stale):
+            cache.delete(self.fragment_key)
+
+
+def load(panel: Panel, params: Params) -> PanelResult:
+    """A panel's data: shared by every user (it is user-independent), computed by
+    one worker at a time (stale data is served while a background thread refreshes
+    it), its SQL tagged and recorded for the inspector."""
+    compute = panel.compute
+
+    def run() -> Any:
+        if querylog.current_panel() is not None:
+            return compute(params)  # in this request: its capture below records the SQL
+        # A background refresh: its SQL carries the panel's name too (slow log,
+        # pg_stat_activity); no request shows these queries in the inspector.
+        with querylog.capture(panel.name):
+            return compute(params)
+
+    with querylog.capture(panel.name) as log:
+        try:
+            computed = caching.get_or_compute(
+                panel.data_key(params),
+                run,
+                panel.ttl,
+                panel.stale_ttl,
+                namespaces=panel.depends(params),
+                counter=f"{panel.name}:data",
+            )
+        except DatabaseError as exc:
+            logger.exception("panel %s failed", panel.name)
+            return PanelResult(error=f"The query failed: {exc}", queries=log)
+    return PanelResult(computed=computed, queries=log)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse(name: str, query: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[Params, list[str]]:
+    """A panel's parameters from its query string; every poll sends the same few."""
+    data = QueryDict(mutable=True)
+    for key, values in query:
+        data.setlist(key, list(values))
+    return PANELS[name].form(data).params()
+
+
+def start(panel: Panel, data: Any, user: AbstractBaseUser | AnonymousUser) -> PanelRun:
+    """Parse the panel's parameters (defaults plus messages on bad input)."""
+    if isinstance(data, QueryDict):
+        query = tuple(sorted((key, tuple(values)) for key, values in data.lists()))
+        params, problems = _parse(panel.name, query)
+        params, problems = dict(params), list(problems)  # the cached ones stay as they are
+    else:
+        params, problems = panel.form(data).params()
+    # The fragment shows buttons by permission: it goes stale with "access" too.
+    versions = caching.namespace_versions(*panel.depends(params), "access")
+    return PanelRun(panel=panel, params=params, problems=problems, user=user, versions=versions)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A placeholder on the dashboard that loads its panel once the page is up."""
+
+    panel: Panel
+    url: str
+
+
+def frames(query: QueryDict, page: Params) -> list[Frame]:
+    """Every panel, pointed at with its own parameters from the dashboard URL and
+    the page's controls (``page``: PageControlsForm.values()), which win: the
+    refresh picker sets every panel's interval, the time range every time-based
+    panel's range.
+
+    A panel's own raw values pass through unparsed: the panel request validates
+    them and shows a message if they are bad.
+    """
+    found = []
+    seconds = forms.REFRESH_CHOICES.get(page.get("refresh") or "")
+    for panel in PANELS.values():
+        prefix = f"{panel.name}-"
+        mine = dict((k, v) for k, v in query.items() if k.startswith(prefix))
+        if seconds is not None:
+            mine[f"{prefix}every"] = str(seconds)
+        if panel.follows_range == "window":
+            window = page["range"] if page["range"] in RANGE_NAMES else "30d"
+            mine[f"{prefix}window"] = window
+        elif panel.follows_range:
+            mine[f"{prefix}range"] = page["range"]
+            for bound in ("start", "end"):
+                mine.pop(f"{prefix}{bound}", None)
+                if page["range"] == "custom":
+                    mine[f"{prefix}{bound}"] = page[bound].isoformat()
+        url = panel_path(panel.name)
+        found.append(Frame(panel=panel, url=f"{url}?{urlencode(mine)}" if mine else url))
+    return found
