@@ -144,14 +144,17 @@ class PanelRun:
         if result.computed is None:
             return "miss"
         if result.computed.stale:
-            return "stale data (refreshing)"
+            return "stale data (refreshing)" if result.computed.refreshing else "stale data (due)"
         return "fragment miss, data hit" if result.computed.hit else "miss"
 
     @property
     def refreshing(self) -> bool:
         """Stale data was served and a refresh runs: the page asks again in a second,
-        so a write reaches every viewer within about two seconds, not a poll later."""
-        return self.evaluated and self.result.computed is not None and self.result.computed.stale
+        so a write reaches every viewer within about two seconds, not a poll later.
+        Not when the stale data is younger than the refresh interval (its refresh is
+        due then): under a stream of writes every panel would re-ask every second."""
+        computed = self.result.computed if self.evaluated else None
+        return computed is not None and computed.refreshing
 
     @property
     def counters(self) -> dict[str, int]:

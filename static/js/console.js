@@ -317,6 +317,9 @@ function settleActionDialog() {
     const message = result.querySelector('[role="status"]');
     showToast(message && message.textContent.trim(), "success");
     if (result.dataset.changed) changed = { selector: result.dataset.changed, until: Date.now() + 4000 };
+    // Dropped now, not on "close" (a later task): a panel refresh settling in between
+    // would find the result again and show its toast twice.
+    body.replaceChildren();
     dialog.close();
     return;
   }
