@@ -16,6 +16,9 @@ and a cancel request sent to it is never answered either. So:
 
 The primary has a deadline but no breaker: without it nothing works, so each request
 pays its own deadline rather than failing without trying.
+
+``in_parallel`` is the one way to ask several databases at once under one budget
+(the cross-shard reads and the health probes).
 """
 
 from __future__ import annotations
@@ -28,14 +31,19 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from django.conf import settings
 from django.db import DatabaseError, OperationalError
 
 logger = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 # How far past the server-side statement_timeout the application gives up: the
 # server's own cancel (a clear error, the connection kept) normally comes first.
@@ -291,3 +299,26 @@ def breakers_reset() -> None:
     """Forget every breaker (between tests)."""
     with _breaker_lock:
         _breakers.clear()
+
+
+# --- several databases at once, under one budget ----------------------------------
+
+
+def in_parallel(
+    fn: Callable[[K], T], keys: Iterable[K], *, timeout: float | None, name: str
+) -> dict[K, Future[T]]:
+    """Run ``fn(key)`` for every key, each on a thread of its own, and return within
+    ``timeout`` seconds (None: once all are done) whatever they do.
+
+    Returns the finished futures by key (``.result()`` raises what ``fn`` raised); a
+    missing key ran late. Its thread is not waited for: its own deadline (the
+    server's ``statement_timeout``, the watchdog) ends it, so nothing piles up.
+    """
+    keys = list(keys)
+    if not keys:
+        return {}
+    executor = ThreadPoolExecutor(max_workers=len(keys), thread_name_prefix=name)
+    futures = {executor.submit(fn, key): key for key in keys}
+    done, _ = wait(futures, timeout=timeout)
+    executor.shutdown(wait=False, cancel_futures=True)
+    return {futures[future]: future for future in done}
