@@ -59,6 +59,10 @@ class ProductQuerySet(models.QuerySet["Product"]):
         return self.filter(is_public=True)
 
     def low_stock(self, threshold: int) -> ProductQuerySet:
+        if threshold <= LOW_STOCK_INDEX_MAX:
+            # The partial index's own condition, spelled out: SQLite uses a partial
+            # index only when the query names its WHERE term (PostgreSQL infers it).
+            return self.filter(stock__lte=threshold).filter(stock__lte=LOW_STOCK_INDEX_MAX)
         return self.filter(stock__lte=threshold)
 
 
