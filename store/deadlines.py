@@ -50,7 +50,11 @@ T = TypeVar("T")
 GRACE_SECONDS = 0.5
 WATCH_INTERVAL = 0.05
 PROBE_SECONDS = 1.0
-# A breaker's probe (a fresh connection) is cut after this long, like a health probe.
+# A probe's own connection (the breaker's and the health probes'): its limits, and the
+# deadline after which the watchdog cuts it.
+PROBE_CONNECT_TIMEOUT_S = 1
+PROBE_STATEMENT_TIMEOUT_MS = 1000
+PROBE_LOCK_TIMEOUT_MS = 300
 PROBE_DEADLINE_S = 2.5
 
 _override: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -246,9 +250,7 @@ def is_down(alias: str) -> str:
     return breaker.reason
 
 
-def probe_connect(
-    alias: str, *, connect_timeout: int, statement_timeout_ms: int, lock_timeout_ms: int
-) -> psycopg.Connection:
+def probe_connect(alias: str) -> psycopg.Connection:
     """A new connection of its own to ``alias`` (never a request's), for probes."""
     conf = settings.DATABASES[alias]
     return psycopg.connect(
@@ -257,26 +259,34 @@ def probe_connect(
         password=conf.get("PASSWORD") or None,
         host=conf.get("HOST") or None,
         port=conf.get("PORT") or None,
-        connect_timeout=connect_timeout,
+        connect_timeout=PROBE_CONNECT_TIMEOUT_S,
         application_name="storeops-health",
-        options=f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}",
+        options=(
+            f"-c statement_timeout={PROBE_STATEMENT_TIMEOUT_MS}"
+            f" -c lock_timeout={PROBE_LOCK_TIMEOUT_MS}"
+        ),
         autocommit=True,
     )
+
+
+def probe_watched(alias: str, conn: psycopg.Connection) -> contextlib.AbstractContextManager[None]:
+    """A probe connection too is cut at its deadline (a peer may go silent mid-probe)."""
+    return watched(alias, conn.pgconn.socket, PROBE_DEADLINE_S)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error as one line, for a status or a log (the class name if it says nothing)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def fresh_connection_answers(alias: str) -> str:
     """ "" if ``alias`` answers ``SELECT 1`` on a new connection, else why not."""
     try:
-        with (
-            probe_connect(
-                alias, connect_timeout=1, statement_timeout_ms=1000, lock_timeout_ms=300
-            ) as conn,
-            watched(alias, conn.pgconn.socket, PROBE_DEADLINE_S),
-        ):
+        with probe_connect(alias) as conn, probe_watched(alias, conn):
             conn.execute("SELECT 1")
     except (psycopg.Error, DatabaseError) as exc:
-        text = str(exc).strip()
-        return text.splitlines()[0] if text else type(exc).__name__
+        return first_line(exc)
     return ""
 
 

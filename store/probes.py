@@ -25,10 +25,8 @@ from django.db import DatabaseError
 
 from store import deadlines
 
-CONNECT_TIMEOUT_S = 1
-STATEMENT_TIMEOUT_MS = 1000
-LOCK_TIMEOUT_MS = 300
-OVERALL_DEADLINE_S = 2.5
+# One round of probes gets what one probe connection gets before the watchdog cuts it.
+OVERALL_DEADLINE_S = deadlines.PROBE_DEADLINE_S
 
 STATEMENTS_HINT = (
     "pg_stat_statements is not available: add it to shared_preload_libraries in "
@@ -92,25 +90,6 @@ def _kind(alias: str) -> str:
     return "primary"
 
 
-def pg_connect(alias: str) -> psycopg.Connection:
-    return deadlines.probe_connect(
-        alias,
-        connect_timeout=CONNECT_TIMEOUT_S,
-        statement_timeout_ms=STATEMENT_TIMEOUT_MS,
-        lock_timeout_ms=LOCK_TIMEOUT_MS,
-    )
-
-
-def probe_watched(conn: psycopg.Connection, alias: str) -> contextlib.AbstractContextManager[None]:
-    """A probe connection too is cut at the deadline (a peer may go silent mid-probe)."""
-    return deadlines.watched(alias, conn.pgconn.socket, OVERALL_DEADLINE_S)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class _Statements:
     """Runs probe statements one by one: one that times out loses only its own field."""
 
@@ -122,18 +101,18 @@ class _Statements:
         try:
             return self.conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
         except psycopg.errors.QueryCanceled as exc:
-            self.probe.reasons.append(f"probe query timed out: {first_line(exc)}")
+            self.probe.reasons.append(f"probe query timed out: {deadlines.first_line(exc)}")
         except psycopg.errors.LockNotAvailable:
             self.probe.reasons.append("probe query waited for a lock (DDL in progress?)")
         except psycopg.Error as exc:
-            self.probe.reasons.append(f"probe query failed: {first_line(exc)}")
+            self.probe.reasons.append(f"probe query failed: {deadlines.first_line(exc)}")
         return None
 
     def all(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]] | None:
         try:
             return self.conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
         except psycopg.Error as exc:
-            self.probe.reasons.append(f"probe query failed: {first_line(exc)}")
+            self.probe.reasons.append(f"probe query failed: {deadlines.first_line(exc)}")
             return None
 
 
@@ -201,9 +180,9 @@ def _probe_connection(alias: str) -> Iterator[psycopg.Connection]:
     else:
         if kept is not None:
             kept[0].close()
-        conn, born = pg_connect(alias), time.monotonic()
+        conn, born = deadlines.probe_connect(alias), time.monotonic()
     try:
-        with probe_watched(conn, alias):
+        with deadlines.probe_watched(alias, conn):
             yield conn
     except BaseException:
         conn.close()
@@ -317,7 +296,7 @@ def _probe_sqlite(probe: Probe) -> None:
     # mode=ro: a probe must never create a missing database file. Test databases are
     # already URIs (shared in-memory databases).
     uri = name if name.startswith("file:") else f"file:{path}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=CONNECT_TIMEOUT_S)
+    conn = sqlite3.connect(uri, uri=True, timeout=deadlines.PROBE_CONNECT_TIMEOUT_S)
     try:
         conn.execute("SELECT 1").fetchone()
         probe.latency_ms = round((time.perf_counter() - started) * 1000, 1)
@@ -344,7 +323,7 @@ def probe_alias(alias: str, *, heartbeat: bool = False) -> Probe:
             _probe_sqlite(probe)
     except (psycopg.Error, sqlite3.Error, OSError, DatabaseError) as exc:
         probe.reachable = False
-        probe.error = first_line(exc)
+        probe.error = deadlines.first_line(exc)
     return probe
 
 
@@ -372,7 +351,7 @@ def probe_light(alias: str) -> Probe:
     """Only what routing needs: reachability, role, positions (two cheap queries)."""
     probe = probe_alias_placeholder(alias, "")
     try:
-        with pg_connect(alias) as conn, probe_watched(conn, alias):
+        with deadlines.probe_connect(alias) as conn, deadlines.probe_watched(alias, conn):
             probe.reachable = True
             q = _Statements(conn, probe)
             row = q.one("SELECT pg_is_in_recovery()")
@@ -384,5 +363,5 @@ def probe_light(alias: str) -> Probe:
                 probe.wal_lsn = row[0] if row else None
     except (psycopg.Error, DatabaseError) as exc:
         probe.reachable = False
-        probe.error = first_line(exc)
+        probe.error = deadlines.first_line(exc)
     return probe

@@ -18,7 +18,7 @@ from django.db import close_old_connections, connections
 from django.test import Client, override_settings
 
 from dashboard import panels
-from store import probes, replicas, routing
+from store import deadlines, replicas, routing
 from store.models import Product
 from store.services.stock import stock_adjust
 from store.tests import factories
@@ -31,7 +31,7 @@ pytestmark = [
 
 
 def _on_replica(alias: str, sql: str) -> object:
-    with probes.pg_connect(alias) as conn:
+    with deadlines.probe_connect(alias) as conn:
         row = conn.execute(sql).fetchone()
         return row[0] if row else None
 

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 
-from store import caching, probes, replicas, routing
+from store import caching, deadlines, replicas, routing
 from store.models import Product
 from store.services.stock import stock_adjust
 from store.tests import factories
@@ -23,7 +23,7 @@ pytestmark = [
 
 
 def _on_replica(alias: str, sql: str) -> None:
-    with probes.pg_connect(alias) as conn:
+    with deadlines.probe_connect(alias) as conn:
         conn.execute(sql)
 
 

@@ -13,8 +13,9 @@ from django.db import connections
 from django.test import Client
 
 from store import health
+from store.deadlines import probe_connect
 from store.health import health_snapshot, probe_all
-from store.probes import STATEMENTS_HINT, Probe, pg_connect, replica_lag
+from store.probes import STATEMENTS_HINT, Probe, replica_lag
 from store.replicas import replica_state_from
 from store.tests import factories
 
@@ -200,7 +201,7 @@ def test_a_ddl_lock_costs_one_field_not_the_panel() -> None:
 
 def _activity() -> list:
     """What every session of the test database is doing (for a failure message)."""
-    with pg_connect("default") as conn:
+    with probe_connect("default") as conn:
         return conn.execute(
             "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid), left(query, 80)"
             " FROM pg_stat_activity WHERE datname = current_database()"

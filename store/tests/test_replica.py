@@ -22,7 +22,7 @@ from django.test import Client, override_settings
 from django.urls import path
 
 from scripts import pg_replica  # the same code CI uses to start the replica
-from store import probes, replicas, routing
+from store import deadlines, replicas, routing
 from store.health import health_snapshot
 from store.models import Product
 from store.replicas import healthy_replicas
@@ -53,7 +53,7 @@ urlpatterns = [path("adjust/<int:pk>/", adjust), path("show/<int:pk>/", show)]
 
 
 def _on_replica(alias: str, sql: str) -> object:
-    with probes.pg_connect(alias) as conn:
+    with deadlines.probe_connect(alias) as conn:
         row = conn.execute(sql).fetchone()
         return row[0] if row else None
 
