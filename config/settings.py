@@ -321,6 +321,9 @@ STOREOPS_LOW_STOCK_THRESHOLD = env_number("STOREOPS_LOW_STOCK_THRESHOLD", 5)
 # Every this many stock ledger ids, the writer folds the ledger into the category
 # rollup after it commits (store/services/rollups.py, stock_ledger_fold).
 STOREOPS_LEDGER_FOLD_EVERY = env_number("STOREOPS_LEDGER_FOLD_EVERY", 500, minimum=1)
+# A relay gives an event this many publish attempts, then dead-letters it
+# (store/services/outbox.py; requeued from the outbox panel).
+STOREOPS_OUTBOX_MAX_ATTEMPTS = env_number("STOREOPS_OUTBOX_MAX_ATTEMPTS", 5, minimum=1)
 STOREOPS_SHARD_BUCKETS = 1024
 # How long a process trusts its copy of the bucket map (a move waits this long).
 STOREOPS_SHARD_MAP_SECONDS = env_number("STOREOPS_SHARD_MAP_SECONDS", 2.0, kind=float)

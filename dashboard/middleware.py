@@ -1,32 +1,22 @@
-"""Read-your-writes across replicas: pin a client to the primary after it wrote.
+"""Every middleware of the console (store/ speaks no HTTP).
 
-A request pins its client when it used an unsafe method *and* committed a write on
-``default`` (seen through an execute wrapper; a write inside a transaction counts
-only once ``on_commit`` fires, so a rolled-back attempt pins nobody). Whatever the
-status code: HTMX POSTs answer 200.
-
-The pin is a position, not a timer: on PostgreSQL the signed cookie (never the
-session, whose reads must not depend on a replica) carries the primary's WAL
-position after the write. A pinned request reads from a replica that has replayed
-past it, else from the primary; its cached data is never older than it
-(store.caching); the cookie is dropped as soon as every replica has passed it.
-``pin_seconds()`` bounds it in time (off PostgreSQL the timer is all there is).
-The decision lives in ``store.routing`` context variables, set and reset
-around each request, so it cannot leak to another request or thread.
+``PrimaryStickinessMiddleware`` carries the read-your-writes pin: a request that used
+an unsafe method and committed a write on ``default`` gets a signed cookie (never
+the session, whose reads must not depend on a replica) holding the primary's WAL
+position after the write, whatever the status code (HTMX POSTs answer 200). The
+protocol itself, what a pin means for a request's reads and when it may end, is
+``store.routing.read_your_writes``; the cookie lives at most ``pin_seconds()``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import BadRequest, SuspiciousOperation
-from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.http.multipartparser import MultiPartParserError
 
@@ -38,62 +28,6 @@ logger = logging.getLogger(__name__)
 COOKIE = "storeops_primary"
 SALT = "storeops.stickiness"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-# EXECUTE counts as a write: the statement it runs was prepared earlier (the stock
-# adjustment is), so its text cannot tell; a wrongly pinned reader only costs a
-# primary read.
-_WRITE_SQL = re.compile(
-    r"^\s*(?:INSERT|UPDATE|DELETE|MERGE|TRUNCATE|CREATE|ALTER|DROP|COPY|EXECUTE)\b",
-    re.IGNORECASE,
-)
-# A data-modifying CTE: WITH ... INSERT/UPDATE/DELETE.
-_WRITE_IN_CTE = re.compile(r"^\s*WITH\b.*\b(?:INSERT|UPDATE|DELETE)\b", re.IGNORECASE | re.DOTALL)
-
-
-def is_write(sql: str) -> bool:
-    return bool(_WRITE_SQL.match(sql) or _WRITE_IN_CTE.match(sql))
-
-
-class _CommittedWrites:
-    """Execute wrapper on ``default``: notes writes once they are durable."""
-
-    def __init__(self) -> None:
-        self.committed = False
-
-    def _mark(self) -> None:
-        self.committed = True
-
-    def __call__(
-        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
-    ) -> Any:
-        result = execute(sql, params, many, context)
-        if not self.committed and is_write(sql):
-            connection = context["connection"]
-            if connection.in_atomic_block:
-                # Discarded if the transaction (or this savepoint) rolls back.
-                transaction.on_commit(self._mark, using=connection.alias)
-            else:
-                self._mark()  # autocommit: the statement is already committed
-        return result
-
-
-def _primary_wal_lsn() -> str:
-    primary = connections[routing.PRIMARY]
-    if primary.vendor != "postgresql" or not settings.REPLICA_ALIASES:
-        return ""
-    with primary.cursor() as cursor:
-        cursor.execute("SELECT pg_current_wal_lsn()::text")
-        row = cursor.fetchone()
-    return str(row[0]) if row else ""
-
-
-def pin_seconds() -> float:
-    """The pin's upper bound: ``STOREOPS_STICKY_SECONDS``, but never shorter than the
-    time after which a replica that has still not replayed the write is unusable
-    (further behind than ``STOREOPS_MAX_REPLICA_LAG``, measured every
-    ``STOREOPS_REPLICA_CHECK_SECONDS``): a pin that ended earlier could hand the
-    client a replica that is within the allowed lag but before its write."""
-    floor = settings.STOREOPS_MAX_REPLICA_LAG + settings.STOREOPS_REPLICA_CHECK_SECONDS + 1
-    return max(float(settings.STOREOPS_STICKY_SECONDS), floor)
 
 
 class PrimaryStickinessMiddleware:
@@ -104,28 +38,11 @@ class PrimaryStickinessMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        writes = _CommittedWrites()
-        with routing.request_scope():
-            pin = self._read_pin(request)
-            position = routing.lsn_int(pin) if pin else 0
-            position_token = routing.pin_position.set(position)
-            pinned, ended = False, False
-            if pin == "":
-                pinned = True  # no position to compare (not PostgreSQL): the timer decides
-            elif pin is not None:
-                # Only a replica that has replayed past the pin may serve this request.
-                pinned = routing.choose_replica() == routing.PRIMARY
-                ended = self._every_replica_passed(position)
-            pinned_token = routing.pinned_to_primary.set(pinned)
-            try:
-                with connections[routing.PRIMARY].execute_wrapper(writes):
-                    response = self.get_response(request)
-            finally:
-                routing.pinned_to_primary.reset(pinned_token)
-                routing.pin_position.reset(position_token)
+        with routing.read_your_writes(self._read_pin(request)) as writes:
+            response = self.get_response(request)
         if writes.committed and request.method not in SAFE_METHODS:
             self._pin(response)
-        elif ended:
+        elif writes.pin_ended:
             response.delete_cookie(COOKIE, samesite="Lax")  # every replica caught up
         return response
 
@@ -136,29 +53,19 @@ class PrimaryStickinessMiddleware:
         An expired or tampered cookie reads as no pin.
         """
         value = request.get_signed_cookie(
-            COOKIE, default=None, salt=SALT, max_age=timedelta(seconds=pin_seconds())
+            COOKIE, default=None, salt=SALT, max_age=timedelta(seconds=routing.pin_seconds())
         )
         if not isinstance(value, str) or (value and "/" not in value):
             return None
         return value
 
     @staticmethod
-    def _every_replica_passed(position: int) -> bool:
-        """The pin ends once every configured replica (a down one too: it may come
-        back behind the write) has replayed past it."""
-        healthy = set(routing.healthy_replicas())  # a dead one costs no connect timeout
-        return all(
-            alias in healthy and (routing.replica_position(alias) or 0) >= position
-            for alias in settings.REPLICA_ALIASES
-        )
-
-    @staticmethod
     def _pin(response: HttpResponse) -> None:
         response.set_signed_cookie(
             COOKIE,
-            _primary_wal_lsn(),
+            routing.primary_lsn(),
             salt=SALT,
-            max_age=math.ceil(pin_seconds()),
+            max_age=math.ceil(routing.pin_seconds()),
             httponly=True,
             secure=settings.SESSION_COOKIE_SECURE,
             samesite="Lax",
@@ -196,7 +103,6 @@ class UnreadableBodyMiddleware:
         return self.get_response(request)
 
 
-# Every middleware lives here (store/ speaks no HTTP): these two wrap store helpers.
 class SettleBumpsMiddleware:
     """No response leaves before Redis has confirmed the request's bumps.
 

@@ -16,6 +16,9 @@ and a cancel request sent to it is never answered either. So:
 
 The primary has a deadline but no breaker: without it nothing works, so each request
 pays its own deadline rather than failing without trying.
+
+``in_parallel`` is the one way to ask several databases at once under one budget
+(the cross-shard reads and the health probes).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from django.conf import settings
@@ -37,12 +42,19 @@ from django.db import DatabaseError, OperationalError
 
 logger = logging.getLogger(__name__)
 
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
 # How far past the server-side statement_timeout the application gives up: the
 # server's own cancel (a clear error, the connection kept) normally comes first.
 GRACE_SECONDS = 0.5
 WATCH_INTERVAL = 0.05
 PROBE_SECONDS = 1.0
-# A breaker's probe (a fresh connection) is cut after this long, like a health probe.
+# A probe's own connection (the breaker's and the health probes'): its limits, and the
+# deadline after which the watchdog cuts it.
+PROBE_CONNECT_TIMEOUT_S = 1
+PROBE_STATEMENT_TIMEOUT_MS = 1000
+PROBE_LOCK_TIMEOUT_MS = 300
 PROBE_DEADLINE_S = 2.5
 
 _override: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -238,9 +250,7 @@ def is_down(alias: str) -> str:
     return breaker.reason
 
 
-def probe_connect(
-    alias: str, *, connect_timeout: int, statement_timeout_ms: int, lock_timeout_ms: int
-) -> psycopg.Connection:
+def probe_connect(alias: str) -> psycopg.Connection:
     """A new connection of its own to ``alias`` (never a request's), for probes."""
     conf = settings.DATABASES[alias]
     return psycopg.connect(
@@ -249,26 +259,34 @@ def probe_connect(
         password=conf.get("PASSWORD") or None,
         host=conf.get("HOST") or None,
         port=conf.get("PORT") or None,
-        connect_timeout=connect_timeout,
+        connect_timeout=PROBE_CONNECT_TIMEOUT_S,
         application_name="storeops-health",
-        options=f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}",
+        options=(
+            f"-c statement_timeout={PROBE_STATEMENT_TIMEOUT_MS}"
+            f" -c lock_timeout={PROBE_LOCK_TIMEOUT_MS}"
+        ),
         autocommit=True,
     )
+
+
+def probe_watched(alias: str, conn: psycopg.Connection) -> contextlib.AbstractContextManager[None]:
+    """A probe connection too is cut at its deadline (a peer may go silent mid-probe)."""
+    return watched(alias, conn.pgconn.socket, PROBE_DEADLINE_S)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error as one line, for a status or a log (the class name if it says nothing)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def fresh_connection_answers(alias: str) -> str:
     """ "" if ``alias`` answers ``SELECT 1`` on a new connection, else why not."""
     try:
-        with (
-            probe_connect(
-                alias, connect_timeout=1, statement_timeout_ms=1000, lock_timeout_ms=300
-            ) as conn,
-            watched(alias, conn.pgconn.socket, PROBE_DEADLINE_S),
-        ):
+        with probe_connect(alias) as conn, probe_watched(alias, conn):
             conn.execute("SELECT 1")
     except (psycopg.Error, DatabaseError) as exc:
-        text = str(exc).strip()
-        return text.splitlines()[0] if text else type(exc).__name__
+        return first_line(exc)
     return ""
 
 
@@ -291,3 +309,26 @@ def breakers_reset() -> None:
     """Forget every breaker (between tests)."""
     with _breaker_lock:
         _breakers.clear()
+
+
+# --- several databases at once, under one budget ----------------------------------
+
+
+def in_parallel(
+    fn: Callable[[K], T], keys: Iterable[K], *, timeout: float | None, name: str
+) -> dict[K, Future[T]]:
+    """Run ``fn(key)`` for every key, each on a thread of its own, and return within
+    ``timeout`` seconds (None: once all are done) whatever they do.
+
+    Returns the finished futures by key (``.result()`` raises what ``fn`` raised); a
+    missing key ran late. Its thread is not waited for: its own deadline (the
+    server's ``statement_timeout``, the watchdog) ends it, so nothing piles up.
+    """
+    keys = list(keys)
+    if not keys:
+        return {}
+    executor = ThreadPoolExecutor(max_workers=len(keys), thread_name_prefix=name)
+    futures = {executor.submit(fn, key): key for key in keys}
+    done, _ = wait(futures, timeout=timeout)
+    executor.shutdown(wait=False, cancel_futures=True)
+    return {futures[future]: future for future in done}

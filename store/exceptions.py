@@ -1,7 +1,9 @@
-"""Domain errors raised by services; views map them to HTTP statuses (409/422).
+"""Domain errors raised by services; each carries the HTTP status it answers with.
 
 Messages are class constants (or built from them) so tests and views can assert
-them without copying strings around.
+them without copying strings around. ``status`` is the one mapping to HTTP: 409 for
+the ``Conflict`` family (the request was fine, the store's state refused it: retry
+or reload), 422 for the rest (the request itself cannot be done as asked).
 """
 
 from __future__ import annotations
@@ -12,8 +14,17 @@ from typing import Any
 class StoreError(Exception):
     """Base class: its message is safe to show to ops staff."""
 
+    status = 422
 
-class InsufficientStock(StoreError):
+
+class Conflict(StoreError):
+    """The store's current state refuses the change (a lost race, a busy key, an
+    order in the wrong state): reloading or retrying may succeed."""
+
+    status = 409
+
+
+class InsufficientStock(Conflict):
     """A decrement would take stock below zero (HTTP 409)."""
 
     MESSAGE = "Only {available} in stock: cannot remove {requested}."
@@ -35,7 +46,7 @@ class StockLimitExceeded(StoreError):
         super().__init__(self.MESSAGE.format(maximum=maximum))
 
 
-class VersionConflict(StoreError):
+class VersionConflict(Conflict):
     """An optimistic write lost: the row changed since the form was rendered (HTTP 409)."""
 
     MESSAGE = "Changed by someone else since you opened it: now stock {stock}, price {price}."
@@ -57,7 +68,7 @@ class IdempotencyMismatch(StoreError):
         super().__init__(self.MESSAGE)
 
 
-class IdempotencyInProgress(StoreError):
+class IdempotencyInProgress(Conflict):
     """The same key is being processed right now (HTTP 409)."""
 
     MESSAGE = "This request is already being processed; wait a moment and reload."
@@ -66,7 +77,7 @@ class IdempotencyInProgress(StoreError):
         super().__init__(self.MESSAGE)
 
 
-class ConcurrencyFailure(StoreError):
+class ConcurrencyFailure(Conflict):
     """Deadlocks or serialization failures persisted after bounded retries (HTTP 409)."""
 
     MESSAGE = "The store is busy and the change could not be applied; please try again."
@@ -75,14 +86,14 @@ class ConcurrencyFailure(StoreError):
         super().__init__(self.MESSAGE)
 
 
-class OrderCancelled(StoreError):
+class OrderCancelled(Conflict):
     MESSAGE = "Order #{pk} is cancelled and cannot be paid."
 
     def __init__(self, *, pk: int) -> None:
         super().__init__(self.MESSAGE.format(pk=pk))
 
 
-class OrderNeedsRefund(StoreError):
+class OrderNeedsRefund(Conflict):
     MESSAGE = "Order #{pk} is paid: refund it before cancelling."
 
     def __init__(self, *, pk: int) -> None:

@@ -1,4 +1,4 @@
-"""Database routers: primary/replica with stickiness, and customer shards.
+"""Database routing: primary/replica with read-your-writes, and customer shards.
 
 Which database a read goes to is decided per call from context variables, so the
 decision is safe under WSGI threads and ASGI tasks alike:
@@ -6,11 +6,19 @@ decision is safe under WSGI threads and ASGI tasks alike:
 - ``use_primary()`` (context manager or decorator, reentrant) forces the primary: the
   one marker for reads a decision is made on (edit forms, conflict views, the
   adjustment form's stock), see ``decides``;
-- a request pinned after it wrote (set by the stickiness middleware) carries the
-  primary's WAL position at its write (``pin_position``): it reads a replica only once
-  that replica has replayed past it, else the primary;
+- a request pinned after it wrote carries the primary's WAL position at its write
+  (``pin_position``): it reads a replica only once that replica has replayed past it,
+  else the primary;
 - inside an open ``transaction.atomic()`` on ``default`` reads stay on ``default``;
 - auth, sessions, content types and admin log always use the primary.
+
+Both halves of the read-your-writes protocol live here (``read_your_writes`` runs
+them around a request; ``dashboard.middleware`` only carries the position in a
+signed cookie): a request that committed a write on ``default`` leaves the
+primary's position after it (``primary_lsn``), and a later request carrying that
+position reads a replica that has replayed past it, or falls back to the primary,
+and learns when every replica has passed it (the pin can go). Which replicas are fit
+at all is ``store.replicas``'.
 """
 
 from __future__ import annotations
@@ -18,23 +26,26 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from contextlib import ContextDecorator
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Model
 from django.utils.connection import ConnectionDoesNotExist
 
 from store.models import SHARDED_MODELS
+from store.probes import lsn_int
+from store.replicas import healthy_replicas, replica_connectable, replica_mark_down
 from store.sharding import shard_for_user
 
 PRIMARY = "default"
 PRIMARY_ONLY_APPS = frozenset({"auth", "sessions", "contenttypes", "admin"})
 
 _forced_primary: contextvars.ContextVar[int] = contextvars.ContextVar("forced_primary", default=0)
-# Set by the stickiness middleware for the duration of one request.
+# Set by ``read_your_writes`` for the duration of one request.
 pinned_to_primary: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "pinned_to_primary", default=False
 )
@@ -58,17 +69,11 @@ def request_scope() -> Iterator[None]:
 
 
 # The WAL position (an integer, see ``lsn_int``) of the client's last write, 0 when the
-# request is not pinned. Set by the stickiness middleware for one request; the cache
+# request is not pinned. Set by ``read_your_writes`` for one request; the cache
 # (store.caching) never serves this request an entry computed before it.
 pin_position: contextvars.ContextVar[int] = contextvars.ContextVar("pin_position", default=0)
 
 _round_robin: Iterator[int] = itertools.count()
-
-
-def lsn_int(lsn: str) -> int:
-    """``'16/B374D848'`` as a number that orders like the WAL position."""
-    high, low = lsn.split("/")
-    return (int(high, 16) << 32) + int(low, 16)
 
 
 def positions_enabled() -> bool:
@@ -76,15 +81,22 @@ def positions_enabled() -> bool:
     return bool(settings.REPLICA_ALIASES) and connections[PRIMARY].vendor == "postgresql"
 
 
-def primary_position() -> int:
-    """The primary's current WAL position: every transaction committed before this
-    call is visible to any snapshot taken after it (0 without replicas)."""
+def primary_lsn() -> str:
+    """The primary's current WAL position as PostgreSQL writes it ("" without
+    replicas): every transaction committed before this call is visible to any
+    snapshot taken after it."""
     if not positions_enabled():
-        return 0
+        return ""
     with connections[PRIMARY].cursor() as cursor:
         cursor.execute("SELECT pg_current_wal_lsn()::text")
         row = cursor.fetchone()
-    return lsn_int(row[0]) if row and row[0] else 0
+    return str(row[0]) if row and row[0] else ""
+
+
+def primary_position() -> int:
+    """``primary_lsn`` as a number (0 without replicas)."""
+    lsn = primary_lsn()
+    return lsn_int(lsn) if lsn else 0
 
 
 def replica_position(alias: str) -> int | None:
@@ -148,25 +160,6 @@ def reads_must_use_primary() -> bool:
     )
 
 
-def healthy_replicas() -> list[str]:
-    """Replicas fit to serve reads: reachable, streaming, and within the allowed lag.
-
-    The check is cached per process for ``STOREOPS_REPLICA_CHECK_SECONDS`` (see
-    ``store.health.replica_state``): a dead replica costs one connect timeout per
-    interval, not one per request, and reads return to it once it recovers.
-    Only PostgreSQL replicas can be measured; any other alias is taken as it is.
-    """
-    from store.deadlines import is_down
-    from store.health import replica_state
-
-    healthy = []
-    for alias in settings.REPLICA_ALIASES:
-        engine = settings.DATABASES.get(alias, {}).get("ENGINE", "")
-        if "postgresql" not in engine or (not is_down(alias) and replica_state(alias).usable):
-            healthy.append(alias)
-    return healthy
-
-
 def choose_replica() -> str:
     """The replica this request reads from (the primary when none is fit).
 
@@ -185,7 +178,7 @@ def choose_replica() -> str:
     pinned_at = pin_position.get()
     for offset in range(len(candidates)):
         candidate = candidates[(start + offset) % len(candidates)]
-        if _connectable(candidate) and (
+        if replica_connectable(candidate) and (
             not pinned_at or (replica_position(candidate) or 0) >= pinned_at
         ):
             chosen = candidate
@@ -195,26 +188,8 @@ def choose_replica() -> str:
     return chosen
 
 
-def _connectable(alias: str) -> bool:
-    if alias not in connections.settings:
-        return True  # nothing to connect to (a name used only for routing decisions)
-    from store.health import replica_mark_down
-
-    connection = connections[alias]
-    try:
-        connection.close_if_health_check_failed()
-        connection.ensure_connection()
-    except DatabaseError as exc:
-        connection.close()
-        replica_mark_down(alias, str(exc).strip().splitlines()[0] if str(exc) else "error")
-        return False
-    return True
-
-
 def replica_failed(alias: str) -> None:
     """A read on ``alias`` just failed: this request, and others, read from the primary."""
-    from store.health import replica_mark_down
-
     replica_mark_down(alias, "a read failed")
     if request_replica.get() is not None:  # inside a request
         request_replica.set(PRIMARY)
@@ -229,6 +204,103 @@ def replica_has_replayed(alias: str, lsn: str) -> bool:
     except (DatabaseError, ConnectionDoesNotExist):
         return False
     return bool(row and row[0])
+
+
+# --- the write half: a request that wrote leaves its position ------------------
+
+# EXECUTE counts as a write: the statement it runs was prepared earlier (the stock
+# adjustment is), so its text cannot tell; a wrongly pinned reader only costs a
+# primary read.
+_WRITE_SQL = re.compile(
+    r"^\s*(?:INSERT|UPDATE|DELETE|MERGE|TRUNCATE|CREATE|ALTER|DROP|COPY|EXECUTE)\b",
+    re.IGNORECASE,
+)
+# A data-modifying CTE: WITH ... INSERT/UPDATE/DELETE.
+_WRITE_IN_CTE = re.compile(r"^\s*WITH\b.*\b(?:INSERT|UPDATE|DELETE)\b", re.IGNORECASE | re.DOTALL)
+
+
+def is_write(sql: str) -> bool:
+    return bool(_WRITE_SQL.match(sql) or _WRITE_IN_CTE.match(sql))
+
+
+class RequestWrites:
+    """Execute wrapper on ``default`` for one request: notes writes once they are
+    durable (a write inside a transaction counts only once ``on_commit`` fires, so a
+    rolled-back attempt pins nobody); ``pin_ended``: every replica has replayed past
+    the position the request came with."""
+
+    def __init__(self) -> None:
+        self.committed = False
+        self.pin_ended = False
+
+    def _mark(self) -> None:
+        self.committed = True
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        result = execute(sql, params, many, context)
+        if not self.committed and is_write(sql):
+            connection = context["connection"]
+            if connection.in_atomic_block:
+                # Discarded if the transaction (or this savepoint) rolls back.
+                transaction.on_commit(self._mark, using=connection.alias)
+            else:
+                self._mark()  # autocommit: the statement is already committed
+        return result
+
+
+def pin_seconds() -> float:
+    """The pin's upper bound: ``STOREOPS_STICKY_SECONDS``, but never shorter than the
+    time after which a replica that has still not replayed the write is unusable
+    (further behind than ``STOREOPS_MAX_REPLICA_LAG``, measured every
+    ``STOREOPS_REPLICA_CHECK_SECONDS``): a pin that ended earlier could hand the
+    client a replica that is within the allowed lag but before its write."""
+    floor = settings.STOREOPS_MAX_REPLICA_LAG + settings.STOREOPS_REPLICA_CHECK_SECONDS + 1
+    return max(float(settings.STOREOPS_STICKY_SECONDS), floor)
+
+
+def every_replica_passed(position: int) -> bool:
+    """The pin ends once every configured replica (a down one too: it may come back
+    behind the write) has replayed past it."""
+    healthy = set(healthy_replicas())  # a dead one costs no connect timeout
+    return all(
+        alias in healthy and (replica_position(alias) or 0) >= position
+        for alias in settings.REPLICA_ALIASES
+    )
+
+
+@contextlib.contextmanager
+def read_your_writes(pin: str | None) -> Iterator[RequestWrites]:
+    """Around one request, both halves of the protocol.
+
+    ``pin`` is what the client's last write left (``primary_lsn()`` then: a position,
+    or "" off PostgreSQL, where the pin's timer is all there is), None for no pin.
+    Reads in the block see that write: on a replica that has replayed past it, else
+    on the primary. The yielded record says whether the block committed a write (pin
+    the client at ``primary_lsn()``) and whether the old pin is no longer needed.
+    """
+    writes = RequestWrites()
+    with request_scope():
+        position = lsn_int(pin) if pin else 0
+        position_token = pin_position.set(position)
+        pinned = False
+        if pin == "":
+            pinned = True  # no position to compare (not PostgreSQL): the timer decides
+        elif pin is not None:
+            # Only a replica that has replayed past the pin may serve this request.
+            pinned = choose_replica() == PRIMARY
+            writes.pin_ended = every_replica_passed(position)
+        pinned_token = pinned_to_primary.set(pinned)
+        try:
+            with connections[PRIMARY].execute_wrapper(writes):
+                yield writes
+        finally:
+            pinned_to_primary.reset(pinned_token)
+            pin_position.reset(position_token)
+
+
+# --- routers ------------------------------------------------------------------
 
 
 def _is_sharded(model: type[Model]) -> bool:

@@ -21,7 +21,6 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -29,6 +28,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
+from store import deadlines
 from store.exceptions import BucketMoving
 
 T = TypeVar("T")
@@ -223,11 +223,9 @@ class Gathered(Generic[T]):
 
 
 def _run_on_shard(fn: Callable[[str], T], alias: str, timeout: float) -> T:
-    from store.deadlines import deadline
-
     connection = connections[alias]
     try:
-        with deadline(timeout):
+        with deadlines.deadline(timeout):
             return _on_shard(fn, alias, timeout)
     finally:
         # Threads are short-lived: their connections must not outlive them.
@@ -259,22 +257,21 @@ def scatter_gather(
     """Run ``fn(alias)`` on every shard in parallel; late or failing shards are reported.
 
     ``fn`` must pass the alias to ``.using()``. Results arrive within ``timeout``
-    seconds (``STOREOPS_SHARD_TIMEOUT``) whatever the shards do.
+    seconds (``STOREOPS_SHARD_TIMEOUT``) whatever the shards do: stragglers are not
+    waited for, their statement timeout ends them server-side.
     """
-    timeout = settings.STOREOPS_SHARD_TIMEOUT if timeout is None else timeout
+    budget = settings.STOREOPS_SHARD_TIMEOUT if timeout is None else timeout
     aliases = list(settings.SHARD_ALIASES if aliases is None else aliases)
+    finished = deadlines.in_parallel(
+        lambda alias: _run_on_shard(fn, alias, budget), aliases, timeout=budget, name="shard"
+    )
     gathered: Gathered[T] = Gathered()
-    executor = ThreadPoolExecutor(max_workers=max(1, len(aliases)), thread_name_prefix="shard")
-    futures = {executor.submit(_run_on_shard, fn, alias, timeout): alias for alias in aliases}
-    done, _ = wait(futures, timeout=timeout)
-    # Do not wait for stragglers: their statement timeout ends them server-side.
-    executor.shutdown(wait=False, cancel_futures=True)
-    for future, alias in futures.items():
-        if future not in done:
-            gathered.failed[alias] = f"no answer within {timeout:g} s"
+    for alias in aliases:
+        if alias not in finished:
+            gathered.failed[alias] = f"no answer within {budget:g} s"
             continue
         try:
-            gathered.results[alias] = future.result()
+            gathered.results[alias] = finished[alias].result()
         except DatabaseError as exc:
             gathered.failed[alias] = str(exc).strip().splitlines()[0] if str(exc) else "error"
     return gathered

@@ -18,7 +18,7 @@ from django.db import close_old_connections, connections
 from django.test import Client, override_settings
 
 from dashboard import panels
-from store import health, routing
+from store import deadlines, replicas, routing
 from store.models import Product
 from store.services.stock import stock_adjust
 from store.tests import factories
@@ -31,7 +31,7 @@ pytestmark = [
 
 
 def _on_replica(alias: str, sql: str) -> object:
-    with health._pg_connect(alias) as conn:
+    with deadlines.probe_connect(alias) as conn:
         row = conn.execute(sql).fetchone()
         return row[0] if row else None
 
@@ -65,13 +65,13 @@ def replica() -> Iterator[str]:
             "DATABASE_REPLICA_URLS (CI does this)"
         )
     alias = settings.REPLICA_ALIASES[0]
-    health.replica_states_reset()
+    replicas.replica_states_reset()
     _on_replica(alias, "SELECT pg_wal_replay_resume()")
     _wait_until_replayed(alias)
     yield alias
     _set_apply_delay(alias, "0")
     _on_replica(alias, "SELECT pg_wal_replay_resume()")
-    health.replica_states_reset()
+    replicas.replica_states_reset()
     connections[alias].close()
 
 

@@ -18,10 +18,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
 
-from dashboard.middleware import COOKIE, is_write
+from dashboard.middleware import COOKIE
 from store import routing
 from store.models import Product, Shop
-from store.routing import PrimaryReplicaRouter
+from store.routing import PrimaryReplicaRouter, is_write
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -36,15 +36,7 @@ from dashboard.action_forms import (
     RequeueForm,
 )
 from dashboard.http import HtmxHttpRequest, never_cache_htmx, render_partial_or_page
-from store.exceptions import (
-    ConcurrencyFailure,
-    IdempotencyInProgress,
-    InsufficientStock,
-    OrderCancelled,
-    OrderNeedsRefund,
-    StoreError,
-    VersionConflict,
-)
+from store.exceptions import StoreError
 from store.models import Order, OutboxEvent, Product
 from store.money import format_money
 from store.routing import decides
@@ -58,14 +50,6 @@ from store.services.prices import PriceFilter, price_change
 from store.services.stock import stock_adjust, stock_set_optimistic
 
 TEMPLATE = "dashboard/actions.html"
-CONFLICTS = (
-    InsufficientStock,
-    VersionConflict,
-    IdempotencyInProgress,
-    ConcurrencyFailure,
-    OrderCancelled,
-    OrderNeedsRefund,
-)
 REPLAYED = "Already applied (this form was submitted before): "
 
 
@@ -142,10 +126,8 @@ def _run(
             fingerprint=request_fingerprint(action.name, payload),
             perform=stored,
         )
-    except CONFLICTS as exc:
-        return on_error(str(exc), 409)
     except StoreError as exc:
-        return on_error(str(exc), 422)
+        return on_error(str(exc), exc.status)  # 409 for a Conflict, else 422
     result = outcome.response
     if result.status == 303:
         if outcome.replayed:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from store.caching import bump
 from store.exceptions import VersionConflict
 from store.models import Product
-from store.services.outbox import actor_ref, outbox_enqueue
+from store.services.actors import Actor, actor_ref
+from store.services.outbox import TOPIC_PRICE_CHANGED, outbox_enqueue
 from store.services.retry import atomic_with_retry
 from store.services.rollups import ProductState, RollupDeltas, product_revenue_move
-from store.services.stock import Actor
 
 
 def product_save(
@@ -44,7 +44,7 @@ def product_save(
         product.save()
         if before is not None and before.price != product.price:
             outbox_enqueue(
-                topic="price.changed",
+                topic=TOPIC_PRICE_CHANGED,
                 key=f"product:{product.pk}",
                 payload={
                     "product_ids": [product.pk],

@@ -20,10 +20,16 @@ from store.exceptions import (
     OrderNeedsRefund,
 )
 from store.models import Order, OrderItem, Product, Shop, StockMovement
-from store.services.outbox import actor_ref, outbox_enqueue
+from store.services.actors import Actor, actor_ref
+from store.services.ledger import ledger_record
+from store.services.outbox import (
+    TOPIC_ORDER_CANCELLED,
+    TOPIC_ORDER_PAID,
+    TOPIC_ORDER_PLACED,
+    outbox_enqueue,
+)
 from store.services.retry import atomic_with_retry
 from store.services.rollups import OrderState, RollupDeltas, order_lines
-from store.services.stock import Actor, _record
 
 MAX_LINE_QUANTITY = 10_000
 
@@ -57,7 +63,7 @@ def _move_stock(
         )
         product.stock = before + deltas[pk]
         product.version += 1
-        _record(
+        ledger_record(
             product=product,
             before=before,
             after=product.stock,
@@ -119,7 +125,7 @@ def order_place(*, user: Actor, shop: Shop, lines: Iterable[tuple[int, int]]) ->
         )
         rollup.apply()
         outbox_enqueue(
-            topic="order.placed",
+            topic=TOPIC_ORDER_PLACED,
             key=f"order:{order.pk}",
             payload={
                 "order_id": order.pk,
@@ -154,7 +160,7 @@ def order_mark_paid(*, order: Order | int, actor: Actor) -> tuple[Order, bool]:
         rollup.order(OrderState.of(locked, lines), 1)
         rollup.apply()
         outbox_enqueue(
-            topic="order.paid",
+            topic=TOPIC_ORDER_PAID,
             key=f"order:{pk}",
             payload={"order_id": pk, "actor_id": actor_ref(actor)},
         )
@@ -195,7 +201,7 @@ def order_cancel(*, order: Order | int, actor: Actor, reason: str, refunded: boo
         rollup.order(OrderState.of(locked, lines), 1)
         rollup.apply()
         outbox_enqueue(
-            topic="order.cancelled",
+            topic=TOPIC_ORDER_CANCELLED,
             key=f"order:{pk}",
             payload={
                 "order_id": pk,

@@ -25,7 +25,6 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connections, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Now
@@ -33,10 +32,21 @@ from django.utils import timezone
 
 from store.caching import bump
 from store.models import OutboxEvent
+from store.services.actors import Actor, actor_ref
 
 logger = logging.getLogger("store.outbox")
 
 STREAM = "storeops.events"
+
+# Every topic a service enqueues: what consumers of the stream subscribe to (README,
+# "Outbox topics"). One spelling each: bulk and single price changes are both
+# ``price.changed`` (bulk ones were ``prices.changed`` until issue 13).
+TOPIC_STOCK_CHANGED = "stock.changed"
+TOPIC_PRICE_CHANGED = "price.changed"
+TOPIC_ORDER_PLACED = "order.placed"
+TOPIC_ORDER_PAID = "order.paid"
+TOPIC_ORDER_CANCELLED = "order.cancelled"
+TOPIC_PAYMENT_CAPTURED = "payment.captured"
 DEFAULT_BATCH = 100
 DEFAULT_LEASE_SECONDS = 30
 BACKOFF_BASE_SECONDS = 2.0
@@ -44,7 +54,7 @@ BACKOFF_MAX_SECONDS = 300.0
 
 
 def max_attempts() -> int:
-    return int(getattr(settings, "STOREOPS_OUTBOX_MAX_ATTEMPTS", 5))
+    return int(settings.STOREOPS_OUTBOX_MAX_ATTEMPTS)
 
 
 class PublishError(Exception):
@@ -104,10 +114,6 @@ def outbox_enqueue(
     event.save(using=using, force_insert=True)
     bump("outbox", using=using)
     return event
-
-
-def actor_ref(actor: AbstractBaseUser | AnonymousUser | None) -> int | None:
-    return actor.pk if actor is not None and actor.is_authenticated else None
 
 
 # --- relaying -----------------------------------------------------------------
@@ -244,9 +250,7 @@ def outbox_relay_once(
     return outbox_publish(events=events, transport=transport, relay_id=relay_id)
 
 
-def outbox_requeue(
-    *, event_id: uuid.UUID, actor: AbstractBaseUser | AnonymousUser | None
-) -> OutboxEvent:
+def outbox_requeue(*, event_id: uuid.UUID, actor: Actor) -> OutboxEvent:
     """Give a dead letter a fresh set of attempts (audited in the log with the actor)."""
     with transaction.atomic():
         event = OutboxEvent.objects.select_for_update().get(pk=event_id)

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from store.exceptions import PaymentAmountMismatch
 from store.models import Order
+from store.services.actors import Actor, actor_ref
 from store.services.orders import order_mark_paid
-from store.services.outbox import actor_ref, outbox_enqueue
+from store.services.outbox import TOPIC_PAYMENT_CAPTURED, outbox_enqueue
 from store.services.retry import atomic_with_retry
-from store.services.stock import Actor
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def payment_process(
             # Raising rolls back the mark-paid above: nothing is half-paid.
             raise PaymentAmountMismatch(amount=amount, total=total)
         outbox_enqueue(
-            topic="payment.captured",
+            topic=TOPIC_PAYMENT_CAPTURED,
             key=f"order:{pk}",
             payload={
                 "order_id": pk,

@@ -14,10 +14,11 @@ from store.caching import bump
 from store.exceptions import NothingToChange, StockLimitExceeded
 from store.models import Product
 from store.selectors.prices import PriceFilter  # a selector too: the preview reads with it
-from store.services.outbox import actor_ref, outbox_enqueue
+from store.services.actors import Actor, actor_ref
+from store.services.outbox import TOPIC_PRICE_CHANGED, outbox_enqueue
 from store.services.retry import atomic_with_retry
 from store.services.rollups import price_change_rollup
-from store.services.stock import MAX_UNITS, Actor
+from store.services.stock import MAX_UNITS
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def price_change(*, filters: PriceFilter, percent: int, actor: Actor) -> int:
             updated_at=timezone.now(),
         )
         outbox_enqueue(
-            topic="prices.changed",
+            topic=TOPIC_PRICE_CHANGED,
             key="",
             payload={
                 "filters": asdict(filters),

@@ -15,15 +15,13 @@ import json
 import math
 import random
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.core.management.color import no_style
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from store.models import (
@@ -35,6 +33,7 @@ from store.models import (
     Product,
     Shop,
 )
+from store.services.bulk_load import BulkSink
 from store.services.rollups import rollups_rebuild
 from store.sharding import bucket_for_user, shard_for_bucket
 
@@ -169,93 +168,6 @@ def _rng(plan: SeedPlan, table: str, chunk: int) -> random.Random:
     return random.Random(f"{plan.seed}:{table}:{chunk}")
 
 
-class _Sink:
-    """Writes rows to one database: COPY on PostgreSQL, executemany elsewhere."""
-
-    def __init__(self, alias: str) -> None:
-        self.connection = connections[alias]
-        self.vendor = self.connection.vendor
-
-    def write(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-        count = 0
-        with self.connection.cursor() as cursor:
-            if self.vendor == "postgresql":
-                sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-                with cursor.cursor.copy(sql) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                        count += 1
-            else:
-                ops = self.connection.ops
-                placeholders = ", ".join(["%s"] * len(columns))
-                # Identifiers come from model metadata, never input; values are bound.
-                sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608
-                batch = []
-                for row in rows:
-                    batch.append(
-                        [
-                            ops.adapt_datetimefield_value(v)
-                            if isinstance(v, datetime)
-                            else str(v)
-                            if isinstance(v, Decimal)
-                            else v
-                            for v in row
-                        ]
-                    )
-                    if len(batch) >= 5_000:
-                        cursor.executemany(sql, batch)
-                        count += len(batch)
-                        batch.clear()
-                if batch:
-                    cursor.executemany(sql, batch)
-                    count += len(batch)
-        return count
-
-    @contextmanager
-    def bulk_load(self, models: list[Any]) -> Iterator[None]:
-        """On PostgreSQL, drop secondary indexes and FKs for the load, then rebuild them.
-
-        Building an index once is far cheaper than maintaining it row by row, and
-        re-adding a foreign key validates it in one join instead of queueing a
-        deferred trigger check per row. Must run inside the loading transaction.
-        """
-        if self.vendor != "postgresql":
-            yield
-            return
-        tables = [model._meta.db_table for model in models]
-        with self.connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
-                "FROM pg_constraint WHERE contype = 'f' AND conrelid::regclass::text = ANY(%s)",
-                [tables],
-            )
-            foreign_keys = cursor.fetchall()
-            cursor.execute(
-                "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) "
-                "FROM pg_index i WHERE i.indrelid::regclass::text = ANY(%s) "
-                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
-                [tables],
-            )
-            indexes = cursor.fetchall()
-            for table, name, _ in foreign_keys:
-                cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-            for name, _ in indexes:
-                cursor.execute(f"DROP INDEX {name}")
-        yield
-        with self.connection.cursor() as cursor:
-            cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
-            for _, definition in indexes:
-                cursor.execute(definition)
-            for table, name, definition in foreign_keys:
-                cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-
-    def reset_sequences(self, models: list[Any]) -> None:
-        statements = self.connection.ops.sequence_reset_sql(no_style(), models)
-        with self.connection.cursor() as cursor:
-            for sql in statements:
-                cursor.execute(sql)
-
-
 def _chunks(total: int) -> Iterable[tuple[int, int, int]]:
     """(chunk index, first 1-based id, last id + 1)."""
     for index, start in enumerate(range(0, total, CHUNK)):
@@ -274,7 +186,7 @@ def seed_demo(*, plan: SeedPlan, progress: Progress = _quiet) -> SeedResult:
     if not catalog_is_empty():
         raise ValueError("The catalog already has data: seed into an empty database.")
     result = SeedResult()
-    primary = _Sink("default")
+    primary = BulkSink("default")
     with transaction.atomic(using="default"):
         result.counts["shops"] = primary.write(
             Shop._meta.db_table, ["id", "name", "slug", "created_at"], _shops(plan)
@@ -332,7 +244,7 @@ PRODUCT_COLUMNS = [
 ]
 
 
-def _load_products(plan: SeedPlan, sink: _Sink, prices: array, progress: Progress) -> int:
+def _load_products(plan: SeedPlan, sink: BulkSink, prices: array, progress: Progress) -> int:
     total = 0
     for chunk, first, stop in _chunks(plan.products):
         rng = _rng(plan, "products", chunk)
@@ -370,7 +282,7 @@ def _load_products(plan: SeedPlan, sink: _Sink, prices: array, progress: Progres
 
 
 def _load_orders(
-    plan: SeedPlan, sink: _Sink, prices: array, lifetime: array, progress: Progress
+    plan: SeedPlan, sink: BulkSink, prices: array, lifetime: array, progress: Progress
 ) -> tuple[int, int]:
     orders_total = items_total = 0
     item_id = 1
@@ -457,7 +369,7 @@ def _load_customers(plan: SeedPlan, lifetime: array, progress: Progress) -> tupl
     def flush() -> None:
         nonlocal profiles_total, events_total
         for alias, (profiles, events) in by_shard.items():
-            sink = _Sink(alias)
+            sink = BulkSink(alias)
             with transaction.atomic(using=alias):
                 profiles_total += sink.write(
                     CustomerProfile._meta.db_table,

@@ -9,7 +9,6 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connections
 from django.db.backends.utils import CursorWrapper
 from django.db.models import F
@@ -17,76 +16,21 @@ from django.utils import timezone
 
 from store.caching import bump
 from store.exceptions import InsufficientStock, StockLimitExceeded, VersionConflict
-from store.models import LOW_STOCK_INDEX_MAX, Product, StockMovement
-from store.services.outbox import actor_ref, outbox_enqueue
+from store.models import Product, StockMovement
+from store.services.actors import Actor, actor_ref
+from store.services.ledger import ledger_record, stock_namespaces
+from store.services.outbox import TOPIC_PRICE_CHANGED, TOPIC_STOCK_CHANGED, outbox_enqueue
 from store.services.retry import atomic_with_retry
 from store.services.rollups import ProductState, RollupDeltas, ledger_written
 
 # PositiveIntegerField is a 32-bit column on PostgreSQL.
 MAX_UNITS = 2_147_483_647
 
-Actor = AbstractBaseUser | AnonymousUser | None
-
 
 @dataclass(frozen=True)
 class StockChange:
     product: Product
     movement: StockMovement | None
-
-
-def _record(
-    *,
-    product: Product,
-    before: int,
-    after: int,
-    method: str,
-    actor: Actor,
-    reason: str,
-    idempotency_key: str,
-    order_id: int | None = None,
-) -> StockMovement:
-    """Ledger row + outbox event + cache bump for one product's change.
-
-    The ledger row is also the stock rollup's delta (see stock_ledger_fold); other
-    rollups are the caller's.
-    """
-    movement = StockMovement.objects.create(
-        product=product,
-        shop_id=product.shop_id,
-        category_id=product.category_id,
-        delta=after - before,
-        stock_before=before,
-        stock_after=after,
-        reason=reason[:200],
-        method=method,
-        actor_id=actor_ref(actor),
-        order_id=order_id,
-        idempotency_key=idempotency_key,
-    )
-    outbox_enqueue(
-        topic="stock.changed",
-        key=f"product:{product.pk}",
-        payload={
-            "product_id": product.pk,
-            "delta": after - before,
-            "stock_before": before,
-            "stock_after": after,
-            "method": method,
-            "actor_id": actor_ref(actor),
-            "order_id": order_id,
-            "movement_id": movement.pk,
-        },
-    )
-    bump(*stock_namespaces(before, after))
-    ledger_written(movement.pk)
-    return movement
-
-
-def stock_namespaces(before: int, after: int) -> tuple[str, ...]:
-    """What a stock move invalidates: the low-stock list only when it is or was low."""
-    if min(before, after) <= LOW_STOCK_INDEX_MAX:
-        return ("stock", "lowstock")
-    return ("stock",)
 
 
 def stock_adjust(
@@ -121,7 +65,7 @@ def stock_adjust(
         )
         locked.stock = after
         locked.version += 1
-        movement = _record(
+        movement = ledger_record(
             product=locked,
             before=before,
             after=after,
@@ -145,7 +89,8 @@ def stock_adjust(
 # commit, never across round trips.
 # Timestamps come from clock_timestamp(), read after the lock is granted, so one
 # product's events sort in the order their changes were applied (the relay's order).
-_ADJUST_SQL = """
+# The topic is our constant, not input: formatting it in is safe.
+_ADJUST_SQL = f"""
 WITH changed AS (
     UPDATE store_product
        SET stock = stock + %(delta)s, version = version + 1, updated_at = clock_timestamp()
@@ -163,7 +108,7 @@ WITH changed AS (
 ), event AS (
     INSERT INTO store_outboxevent (id, topic, "key", payload, created_at, available_at,
                                    attempts, claimed_by, last_error)
-    SELECT gen_random_uuid(), 'stock.changed', 'product:' || product_id,
+    SELECT gen_random_uuid(), '{TOPIC_STOCK_CHANGED}', 'product:' || product_id,
            jsonb_build_object(
                'product_id', product_id, 'delta', %(delta)s::integer,
                'stock_before', stock_before, 'stock_after', stock_after,
@@ -175,7 +120,7 @@ WITH changed AS (
 SELECT movement.id, movement.stock_before, movement.stock_after, changed.version,
        movement.created_at, movement.shop_id, movement.category_id
   FROM movement JOIN changed ON changed.id = movement.product_id
-"""
+"""  # noqa: S608
 
 
 # Parsing and planning that statement costs more than running it (pgbench on the
@@ -337,7 +282,7 @@ def stock_set_optimistic(
         updated = Product.objects.get(pk=pk)
         movement = None
         if new_stock != seen.stock:
-            movement = _record(
+            movement = ledger_record(
                 product=updated,
                 before=seen.stock,
                 after=new_stock,
@@ -354,7 +299,7 @@ def stock_set_optimistic(
         rollup.apply()
         if new_price is not None and new_price != seen.price:
             outbox_enqueue(
-                topic="price.changed",
+                topic=TOPIC_PRICE_CHANGED,
                 key=f"product:{pk}",
                 payload={
                     "product_ids": [pk],

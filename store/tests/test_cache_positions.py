@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 
-from store import caching, health, routing
+from store import caching, deadlines, replicas, routing
 from store import refresh as background
 from store.models import Product
 from store.services.stock import stock_adjust
@@ -24,7 +24,7 @@ pytestmark = [
 
 
 def _on_replica(alias: str, sql: str) -> None:
-    with health._pg_connect(alias) as conn:
+    with deadlines.probe_connect(alias) as conn:
         conn.execute(sql)
 
 
@@ -33,11 +33,11 @@ def replica() -> Iterator[str]:
     if not settings.REPLICA_ALIASES:
         pytest.fail("no replica configured: set DATABASE_REPLICA_URLS (CI does this)")
     alias = settings.REPLICA_ALIASES[0]
-    health.replica_states_reset()
+    replicas.replica_states_reset()
     _on_replica(alias, "SELECT pg_wal_replay_resume()")
     yield alias
     _on_replica(alias, "SELECT pg_wal_replay_resume()")
-    health.replica_states_reset()
+    replicas.replica_states_reset()
     connections[alias].close()
 
 

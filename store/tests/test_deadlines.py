@@ -21,7 +21,7 @@ from django.test import Client
 from django.urls import path
 
 from config.urls import urlpatterns as project_urls
-from store import deadlines, health
+from store import deadlines, health, replicas
 from store.models import Product
 from store.sharding import shard_for_user
 from store.tests import factories
@@ -47,10 +47,10 @@ urlpatterns = [*project_urls, path("show/<int:pk>/", show)]
 @pytest.fixture(autouse=True)
 def _fresh_breakers() -> Iterator[None]:
     deadlines.breakers_reset()
-    health.replica_states_reset()
+    replicas.replica_states_reset()
     yield
     deadlines.breakers_reset()
-    health.replica_states_reset()
+    replicas.replica_states_reset()
 
 
 @contextlib.contextmanager

@@ -13,7 +13,10 @@ from django.db import connections
 from django.test import Client
 
 from store import health
-from store.health import STATEMENTS_HINT, Probe, health_snapshot, probe_all
+from store.deadlines import probe_connect
+from store.health import health_snapshot, probe_all
+from store.probes import STATEMENTS_HINT, Probe, replica_lag
+from store.replicas import replica_state_from
 from store.tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -115,7 +118,7 @@ def _replica_probe(**values: object) -> Probe:
 def test_an_idle_primary_does_not_read_as_growing_lag() -> None:
     # The last replayed commit is an hour old, but nothing newer exists: no lag.
     probe = _replica_probe(wal_lsn="0/3000060", receiver_status="streaming", replay_age_s=3600)
-    health._replica_lag(probe, "0/3000060")
+    replica_lag(probe, "0/3000060")
     assert probe.lag_bytes == 0
     assert probe.lag_seconds == 0.0
     health._grade(probe)
@@ -124,7 +127,7 @@ def test_an_idle_primary_does_not_read_as_growing_lag() -> None:
 
 def test_a_replica_behind_the_primary_shows_bytes_and_seconds() -> None:
     probe = _replica_probe(wal_lsn="0/3000000", receiver_status="streaming", replay_age_s=12.5)
-    health._replica_lag(probe, "0/3000800")
+    replica_lag(probe, "0/3000800")
     assert probe.lag_bytes == 0x800
     assert probe.lag_seconds == 12.5
     health._grade(probe)
@@ -133,13 +136,13 @@ def test_a_replica_behind_the_primary_shows_bytes_and_seconds() -> None:
 
 def test_a_disconnected_receiver_is_not_zero_lag() -> None:
     probe = _replica_probe(wal_lsn="0/3000060", receiver_status=None, replay_age_s=0.1)
-    health._replica_lag(probe, "0/3000060")
+    replica_lag(probe, "0/3000060")
     assert probe.lag_seconds is None
     assert probe.lag_bytes is None
     health._grade(probe)
     assert probe.status == "critical"
     assert "WAL receiver not running" in probe.reasons
-    assert not health._state_from(probe).usable
+    assert not replica_state_from(probe).usable
 
 
 @contextmanager
@@ -198,7 +201,7 @@ def test_a_ddl_lock_costs_one_field_not_the_panel() -> None:
 
 def _activity() -> list:
     """What every session of the test database is doing (for a failure message)."""
-    with health._pg_connect("default") as conn:
+    with probe_connect("default") as conn:
         return conn.execute(
             "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid), left(query, 80)"
             " FROM pg_stat_activity WHERE datname = current_database()"

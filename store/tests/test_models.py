@@ -1,7 +1,7 @@
 """Database constraints hold on every backend: bad rows never get in."""
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from store.models import OrderItem, Product, StockMovement
@@ -55,3 +55,14 @@ def test_ledger_row_must_add_up(item_product: Product) -> None:
 def test_low_stock_queryset(item_product: Product) -> None:
     factories.product(shop=item_product.shop, category=item_product.category, stock=50)
     assert list(Product.objects.low_stock(5)) == [item_product]
+
+
+def test_the_low_stock_list_reads_its_partial_index(item_product: Product) -> None:
+    """The low-stock panel's rows come from ``product_low_stock`` (stock, id WHERE
+    stock <= 20) in its order, on PostgreSQL and SQLite alike."""
+    from store.tests.plans import query_plan
+
+    rows = Product.objects.low_stock(5).order_by("stock", "pk")[:50]
+    assert "product_low_stock" in query_plan(rows)
+    if connection.vendor == "postgresql":  # SQLite's planner scans a tiny table to count
+        assert "product_low_stock" in query_plan(Product.objects.low_stock(5).values("stock"))

@@ -22,10 +22,10 @@ from django.test import Client, override_settings
 from django.urls import path
 
 from scripts import pg_replica  # the same code CI uses to start the replica
-from store import health, routing
+from store import deadlines, replicas, routing
 from store.health import health_snapshot
 from store.models import Product
-from store.routing import healthy_replicas
+from store.replicas import healthy_replicas
 from store.services.stock import stock_adjust
 from store.tests import factories
 
@@ -53,7 +53,7 @@ urlpatterns = [path("adjust/<int:pk>/", adjust), path("show/<int:pk>/", show)]
 
 
 def _on_replica(alias: str, sql: str) -> object:
-    with health._pg_connect(alias) as conn:
+    with deadlines.probe_connect(alias) as conn:
         row = conn.execute(sql).fetchone()
         return row[0] if row else None
 
@@ -77,12 +77,12 @@ def replica() -> Iterator[str]:
             "DATABASE_REPLICA_URLS (CI does this)"
         )
     alias = settings.REPLICA_ALIASES[0]
-    health.replica_states_reset()
+    replicas.replica_states_reset()
     _on_replica(alias, "SELECT pg_wal_replay_resume()")
     _wait_until_replayed(alias)
     yield alias
     _on_replica(alias, "SELECT pg_wal_replay_resume()")
-    health.replica_states_reset()
+    replicas.replica_states_reset()
     connections[alias].close()
 
 

@@ -9,7 +9,7 @@ from django.contrib.sessions.models import Session
 from django.db import connections, transaction
 from django.test import override_settings
 
-from store import health, routing
+from store import replicas, routing
 from store.models import CustomerProfile, Order, Product, StockMovement
 from store.routing import PrimaryReplicaRouter, ShardRouter, use_primary
 from store.sharding import bucket_for_user, default_bucket_ranges, shard_for_user
@@ -151,18 +151,18 @@ def dead_replica(settings) -> Iterator[str]:
     conf = {**connections["default"].settings_dict, "PORT": 1, "TEST": {"MIRROR": "default"}}
     connections.settings[alias] = conf
     settings.REPLICA_ALIASES = [alias]
-    health.replica_states_reset()
+    replicas.replica_states_reset()
     yield alias
-    health.replica_states_reset()
+    replicas.replica_states_reset()
     del connections.settings[alias]
 
 
 @pytest.mark.postgres
 def test_a_dead_replica_is_skipped_quickly_and_reads_use_the_primary(dead_replica) -> None:
     started = time.monotonic()
-    assert routing.healthy_replicas() == []
+    assert replicas.healthy_replicas() == []
     assert PrimaryReplicaRouter().db_for_read(Product) == "default"
-    state = health.replica_state(dead_replica)
+    state = replicas.replica_state(dead_replica)
     assert not state.usable
     assert "unreachable" in state.reason
     assert time.monotonic() - started < 1.5, "one connect attempt, then the cached verdict"
@@ -175,12 +175,12 @@ def test_a_primary_configured_as_replica_is_not_used(settings) -> None:
     alias = "replica_not_in_recovery"
     connections.settings[alias] = {**connections["default"].settings_dict}
     settings.REPLICA_ALIASES = [alias]
-    health.replica_states_reset()
+    replicas.replica_states_reset()
     try:
-        assert health.replica_state(alias).reason == "not in recovery"
-        assert routing.healthy_replicas() == []
+        assert replicas.replica_state(alias).reason == "not in recovery"
+        assert replicas.healthy_replicas() == []
     finally:
-        health.replica_states_reset()
+        replicas.replica_states_reset()
         del connections.settings[alias]
 
 

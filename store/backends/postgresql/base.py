@@ -106,7 +106,7 @@ class DatabaseCreation(creation.DatabaseCreation):
             return super().create_test_db(*args, **kwargs)
 
     def destroy_test_db(self, *args: Any, **kwargs: Any) -> Any:
-        from store.health import probe_connections_close
+        from store.probes import probe_connections_close
 
         probe_connections_close()  # the health probes' own connections, kept briefly
         with _unbounded(self.connection):

@@ -25,7 +25,7 @@ def test_prices_round_half_up_to_whole_cents_and_bump_versions(superuser) -> Non
     assert all(isinstance(v, int) for v in rows.values())
     assert Product.objects.get(pk=p1.pk).version == 2
     assert Product.objects.get(pk=untouched.pk).version == 1
-    event = OutboxEvent.objects.get(topic="prices.changed")
+    event = OutboxEvent.objects.get(topic="price.changed", key="")
     assert event.payload["actor_id"] == superuser.pk
     assert event.payload["percent"] == 15
 

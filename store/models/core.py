@@ -1,8 +1,7 @@
-"""The store's domain: catalog, orders, the stock ledger, idempotency, outbox, customers.
+"""The store's own rows on the primary: catalog, orders, the stock ledger,
+idempotency keys and the outbox.
 
 Money is stored as integer minor units (cents) so no float ever reaches a column.
-Primary-side models live on ``default`` (and its replicas); ``CustomerProfile`` and
-``CustomerEvent`` live on the ``shard_N`` databases (see ``store/sharding.py``).
 """
 
 from __future__ import annotations
@@ -59,6 +58,10 @@ class ProductQuerySet(models.QuerySet["Product"]):
         return self.filter(is_public=True)
 
     def low_stock(self, threshold: int) -> ProductQuerySet:
+        if threshold <= LOW_STOCK_INDEX_MAX:
+            # The partial index's own condition, spelled out: SQLite uses a partial
+            # index only when the query names its WHERE term (PostgreSQL infers it).
+            return self.filter(stock__lte=threshold).filter(stock__lte=LOW_STOCK_INDEX_MAX)
         return self.filter(stock__lte=threshold)
 
 
@@ -169,7 +172,7 @@ class OrderItem(models.Model):
         return f"{self.quantity} x {self.product_id}"
 
 
-def _rollup_fk(model: type[models.Model], **options: Any) -> Any:
+def rollup_fk(model: type[models.Model], **options: Any) -> Any:
     """A key for summing by, not for integrity: no database FK (an FK check would
     share-lock the shop and category rows on every insert); the ORM still joins."""
     return models.ForeignKey(
@@ -214,8 +217,8 @@ class StockMovement(models.Model):
     # delta log: stock_ledger_fold adds its rows to CategoryRollup by these keys, so a
     # later move of the product cannot send an unfolded change to the wrong category.
     # Empty on rows written before the ledger was folded (all of them folded already).
-    shop = _rollup_fk(Shop, null=True)
-    category = _rollup_fk(Category, null=True)
+    shop = rollup_fk(Shop, null=True)
+    category = rollup_fk(Category, null=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -288,275 +291,3 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic} {self.id}"
-
-
-# --- Sharded customer data (shard_N aliases) ---------------------------------
-
-
-class ShardedQuerySet(models.QuerySet[Any]):
-    def for_user(self, user_id: int) -> Any:
-        # The "user_id" hint sends these queries to the user's shard (ShardRouter):
-        # no import of store.sharding here, which imports the models. Django passes a
-        # QuerySet's _hints to the router and keeps them on every clone (the stubs
-        # do not declare the attribute).
-        queryset = self.filter(user_id=user_id)
-        queryset._hints = {**queryset._hints, "user_id": user_id}  # type: ignore[attr-defined]
-        return queryset
-
-
-class CustomerProfile(models.Model):
-    user_id = models.PositiveBigIntegerField(unique=True)
-    bucket = models.PositiveSmallIntegerField(db_index=True)
-    name = models.CharField(max_length=120)
-    email = models.EmailField()
-    lifetime_value = models.PositiveBigIntegerField(default=0, help_text="Cents.")
-    created_at = models.DateTimeField()
-
-    objects = ShardedQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["user_id"]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class CustomerEvent(models.Model):
-    user_id = models.PositiveBigIntegerField()
-    bucket = models.PositiveSmallIntegerField(db_index=True)
-    kind = models.CharField(max_length=32)
-    product_id = models.PositiveBigIntegerField(null=True, blank=True)
-    payload = models.JSONField(default=dict)
-    created_at = models.DateTimeField(db_index=True)
-
-    objects = ShardedQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["user_id", "created_at"], name="event_user_created")]
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.user_id}"
-
-
-SHARDED_MODELS = frozenset({"customerprofile", "customerevent"})
-
-
-class ShardBucket(models.Model):
-    """Where a logical bucket lives when it is not where the default map puts it.
-
-    No row means the default contiguous range (``store.sharding``). ``frozen`` is set
-    while ``shards move`` copies the bucket: writes to it are refused for those
-    seconds so no row can land on the source after it was copied.
-    """
-
-    bucket = models.PositiveSmallIntegerField(primary_key=True)
-    alias = models.CharField(max_length=32)
-    frozen = models.BooleanField(default=False)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["bucket"]
-
-    def __str__(self) -> str:
-        return f"bucket {self.bucket} -> {self.alias}"
-
-
-class ShardMove(models.Model):
-    """Progress of one ``shards move``, so an interrupted move resumes where it stopped."""
-
-    class State(models.TextChoices):
-        COPYING = "copying", "Copying"
-        FLIPPED = "flipped", "Map flipped, source not yet cleaned"
-        DONE = "done", "Done"
-
-    first_bucket = models.PositiveSmallIntegerField()
-    last_bucket = models.PositiveSmallIntegerField()
-    target = models.CharField(max_length=32)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.COPYING)
-    # {bucket: source alias} recorded when the buckets were frozen.
-    sources = models.JSONField(default=dict)
-    # Buckets copied and verified (counts and checksums equal on both sides).
-    verified = models.JSONField(default=list)
-    started_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-started_at"]
-
-    def __str__(self) -> str:
-        return f"buckets {self.first_bucket}-{self.last_bucket} -> {self.target} ({self.state})"
-
-
-# --- Rollups: exact summaries the panels read (store/services/rollups.py) -----
-# Each is kept by the very transaction that changes its inputs, with increments in
-# SQL. Keys that many writers share are split into ROLLUP_SLOTS counter slots
-# (product id or order id modulo the slot count) that readers sum, so no rollup row
-# becomes a hot row. No database foreign keys: an FK check would share-lock the
-# shop and category rows on every insert; the ORM still joins through them.
-
-ROLLUP_SLOTS = 8
-
-
-class CategoryRollup(models.Model):
-    """Catalog figures and net revenue per shop x category (summed over slots).
-
-    ``low_stock`` counts products at or under ``STOREOPS_LOW_STOCK_THRESHOLD``;
-    ``revenue`` is paid, not cancelled order items of the shop x category's products.
-    """
-
-    shop = _rollup_fk(Shop)
-    category = _rollup_fk(Category)
-    slot = models.PositiveSmallIntegerField()
-    products = models.BigIntegerField(default=0, db_default=0)
-    price_sum = models.BigIntegerField(default=0, db_default=0)
-    stock_sum = models.BigIntegerField(default=0, db_default=0)
-    low_stock = models.BigIntegerField(default=0, db_default=0)
-    out_of_stock = models.BigIntegerField(default=0, db_default=0)
-    revenue = models.BigIntegerField(default=0, db_default=0)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["shop", "category", "slot"], name="categoryrollup_key")
-        ]
-
-    def __str__(self) -> str:
-        return f"shop {self.shop_id} x category {self.category_id} [{self.slot}]"
-
-
-class LedgerFold(models.Model):
-    """How much of the stock ledger CategoryRollup holds (a single row).
-
-    Stock changes are not written to the rollup by the hot adjustment statement: the
-    ledger row it appends anyway is the delta. Ledger rows up to ``folded_id`` are in
-    CategoryRollup's stock columns; readers add the rows after it (the unfolded tail,
-    ``store.selectors.rollups.stock_tail``). ``candidate_id`` is the next fold's end,
-    safe once the writing transactions of this database that were running when it was
-    read (``candidate_waits_for``, their ids) have ended: PostgreSQL ids are drawn
-    before commit, so a lower id can still commit after a higher one.
-    """
-
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
-    folded_id = models.BigIntegerField(default=0)
-    candidate_id = models.BigIntegerField(default=0)
-    candidate_waits_for = models.JSONField(default=list)
-
-    def __str__(self) -> str:
-        return f"ledger folded to {self.folded_id}"
-
-
-class ProductSales(models.Model):
-    """Net units and revenue of one product per hour of paid time (UTC)."""
-
-    product = _rollup_fk(Product)
-    hour = models.DateTimeField()
-    units = models.BigIntegerField(default=0, db_default=0)
-    revenue = models.BigIntegerField(default=0, db_default=0)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["product", "hour"], name="productsales_key")]
-        indexes = [
-            # Trending reads a window of hours: an index-only range scan.
-            models.Index(
-                fields=["hour"], include=["product", "revenue", "units"], name="productsales_hour"
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"product {self.product_id} at {self.hour:%Y-%m-%d %H}:00"
-
-
-class ProductRevenue(models.Model):
-    """Net lifetime revenue per product, and where that revenue is attributed.
-
-    ``shop`` and ``category`` follow the product (a move updates them under this
-    row's lock); payments read them back from this row, so a payment racing a
-    move credits the category the move left the revenue in.
-    """
-
-    product = models.OneToOneField(
-        Product,
-        on_delete=models.DO_NOTHING,
-        db_constraint=False,
-        primary_key=True,
-        related_name="+",
-    )
-    shop = _rollup_fk(Shop)
-    category = _rollup_fk(Category)
-    units = models.BigIntegerField(default=0, db_default=0)
-    revenue = models.BigIntegerField(default=0, db_default=0)
-
-    class Meta:
-        indexes = [models.Index(fields=["category", "-revenue"], name="productrevenue_rank")]
-
-    def __str__(self) -> str:
-        return f"product {self.product_id}: {self.revenue}"
-
-
-class ShopRollup(models.Model):
-    """Open orders and the last payment per shop (summed / maxed over slots)."""
-
-    shop = _rollup_fk(Shop)
-    slot = models.PositiveSmallIntegerField()
-    open_orders = models.BigIntegerField(default=0, db_default=0)
-    last_paid_at = models.DateTimeField(null=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["shop", "slot"], name="shoprollup_key")]
-
-    def __str__(self) -> str:
-        return f"shop {self.shop_id} [{self.slot}]"
-
-
-class ShopSales(models.Model):
-    """Net paid orders and revenue per shop per hour of paid time (UTC)."""
-
-    shop = _rollup_fk(Shop)
-    hour = models.DateTimeField()
-    slot = models.PositiveSmallIntegerField()
-    orders = models.BigIntegerField(default=0, db_default=0)
-    revenue = models.BigIntegerField(default=0, db_default=0)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["shop", "hour", "slot"], name="shopsales_key")
-        ]
-        indexes = [models.Index(fields=["hour"], name="shopsales_hour")]
-
-    def __str__(self) -> str:
-        return f"shop {self.shop_id} at {self.hour:%Y-%m-%d %H}:00 [{self.slot}]"
-
-
-class ProductWindowSales(models.Model):
-    """Net units and revenue per product over a rolling window of whole hours.
-
-    Holds the sum of ``ProductSales`` from its window's ``SalesWindow.start`` on:
-    payments add to it at once, and ``sales_windows_advance`` takes out the hours
-    that fell out of the window. Trending reads its top rows from an index.
-    """
-
-    window_hours = models.PositiveSmallIntegerField()
-    product = _rollup_fk(Product)
-    units = models.BigIntegerField(default=0, db_default=0)
-    revenue = models.BigIntegerField(default=0, db_default=0)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["window_hours", "product"], name="windowsales_key")
-        ]
-        indexes = [
-            models.Index(fields=["window_hours", "-revenue", "product"], name="windowsales_top")
-        ]
-
-    def __str__(self) -> str:
-        return f"product {self.product_id} over {self.window_hours} h"
-
-
-class SalesWindow(models.Model):
-    """Where a rolling window's rows start: the first hour they still hold."""
-
-    window_hours = models.PositiveSmallIntegerField(primary_key=True)
-    start = models.DateTimeField()
-
-    def __str__(self) -> str:
-        return f"{self.window_hours} h from {self.start:%Y-%m-%d %H}:00"
