@@ -60,7 +60,7 @@ REPLICA_TIMEOUT = 5.0  # the default STOREOPS_REPLICA_TIMEOUT
 GRACE = 0.5  # store.deadlines.GRACE_SECONDS
 BREAKER_SECONDS = 5.0  # the default STOREOPS_CACHE_BREAKER_SECONDS
 CLIENT_TIMEOUT = 40.0
-COMPUTED_AT = re.compile(rb'[Cc]omputed\s*(?:at\s*)?<time datetime="([^"]+)"')
+COMPUTED_AT = re.compile(rb'data-computed-at="([^"]+)"')  # the panel's "updated" badge
 PANELS = [
     "category-stats",
     "category-groups",
