@@ -284,8 +284,8 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CACHES = {
         "default": {
-            # django-redis behind a circuit breaker (store/caching.py).
-            "BACKEND": "store.caching.BreakerRedisCache",
+            # django-redis behind a circuit breaker (store/cache_backend.py).
+            "BACKEND": "store.cache_backend.BreakerRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "storeops",
             "OPTIONS": {
