@@ -284,8 +284,8 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CACHES = {
         "default": {
-            # django-redis behind a circuit breaker (store/caching.py).
-            "BACKEND": "store.caching.BreakerRedisCache",
+            # django-redis behind a circuit breaker (store/cache_backend.py).
+            "BACKEND": "store.cache_backend.BreakerRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "storeops",
             "OPTIONS": {
@@ -319,7 +319,7 @@ STOREOPS_REFRESH_THREADS = env_number("STOREOPS_REFRESH_THREADS", 2)
 STOREOPS_REFRESH_MIN_INTERVAL = env_number("STOREOPS_REFRESH_MIN_INTERVAL", 1.0, kind=float)
 STOREOPS_LOW_STOCK_THRESHOLD = env_number("STOREOPS_LOW_STOCK_THRESHOLD", 5)
 # Every this many stock ledger ids, the writer folds the ledger into the category
-# rollup after it commits (store/services/rollups.py, stock_ledger_fold).
+# rollup after it commits (store/services/ledger_fold.py, stock_ledger_fold).
 STOREOPS_LEDGER_FOLD_EVERY = env_number("STOREOPS_LEDGER_FOLD_EVERY", 500, minimum=1)
 # A relay gives an event this many publish attempts, then dead-letters it
 # (store/services/outbox.py; requeued from the outbox panel).

@@ -32,7 +32,7 @@ from store.selectors.shops import shop_activity
 from store.selectors.stats import CATEGORY_STATS_COLUMNS, category_groups, category_stats
 from store.selectors.stock import low_stock
 from store.selectors.trending import Trending, trending, trending_stock
-from store.services.rollups import sales_windows_advance
+from store.services.sales_windows import sales_windows_advance
 
 Params = dict[str, Any]
 # Part of every data key: raise it when a selector's result changes shape, so a

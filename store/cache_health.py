@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from django.core.cache import caches
 
-from store.caching import BreakerRedisCache
+from store.cache_backend import BreakerRedisCache
 
 PROBE_TIMEOUT_SECONDS = 1.0
 

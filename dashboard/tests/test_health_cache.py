@@ -33,7 +33,7 @@ def test_a_stopped_redis_shows_red_and_degraded_and_pages_still_answer(
 ) -> None:
     config = {
         "default": {
-            "BACKEND": "store.caching.BreakerRedisCache",
+            "BACKEND": "store.cache_backend.BreakerRedisCache",
             "LOCATION": own_redis.url,
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
         }

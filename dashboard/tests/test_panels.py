@@ -15,7 +15,7 @@ from django.test import Client, override_settings
 from dashboard.panels import PANELS
 from store import caching
 from store.models import Category, Product, Shop
-from store.services.rollups import sales_windows_advance
+from store.services.sales_windows import sales_windows_advance
 from store.tests import factories
 from store.tests.caches import DEAD_REDIS
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from dashboard.paginators import ResultCount, planner_estimate
 from store.models import Order, OrderItem, Product, StockMovement
-from store.services.rollups import rollups_rebuild
+from store.services.rollup_rebuild import rollups_rebuild
 from store.tests import factories as f
 
 pytestmark = pytest.mark.django_db

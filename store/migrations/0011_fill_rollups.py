@@ -12,7 +12,7 @@ from django.db import migrations
 def fill(apps, schema_editor):
     if schema_editor.connection.alias != "default":
         return
-    from store.services.rollups import rollups_rebuild
+    from store.services.rollup_rebuild import rollups_rebuild
 
     # The ledger was not folded yet (0013): every ledger row counts in the rollup.
     rollups_rebuild(batch_products=None, ledger_tail=False)

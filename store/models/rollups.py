@@ -1,4 +1,5 @@
-"""Rollups: exact summaries the panels read (kept by store/services/rollups.py)."""
+"""Rollups: exact summaries the panels read (kept by store/services/rollups.py and
+the modules beside it: ledger_fold.py, sales_windows.py, rollup_rebuild.py)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from store.caching import bump
 from store.models import LOW_STOCK_INDEX_MAX, Product, StockMovement
 from store.services.actors import Actor, actor_ref
+from store.services.ledger_fold import ledger_written
 from store.services.outbox import TOPIC_STOCK_CHANGED, outbox_enqueue
-from store.services.rollups import ledger_written
 
 
 def ledger_record(

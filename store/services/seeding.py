@@ -34,7 +34,7 @@ from store.models import (
     Shop,
 )
 from store.services.bulk_load import BulkSink
-from store.services.rollups import rollups_rebuild
+from store.services.rollup_rebuild import rollups_rebuild
 from store.sharding import bucket_for_user, shard_for_bucket
 
 CHUNK = 20_000

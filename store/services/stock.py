@@ -19,9 +19,10 @@ from store.exceptions import InsufficientStock, StockLimitExceeded, VersionConfl
 from store.models import Product, StockMovement
 from store.services.actors import Actor, actor_ref
 from store.services.ledger import ledger_record, stock_namespaces
+from store.services.ledger_fold import ledger_written
 from store.services.outbox import TOPIC_PRICE_CHANGED, TOPIC_STOCK_CHANGED, outbox_enqueue
 from store.services.retry import atomic_with_retry
-from store.services.rollups import ProductState, RollupDeltas, ledger_written
+from store.services.rollups import ProductState, RollupDeltas
 
 # PositiveIntegerField is a 32-bit column on PostgreSQL.
 MAX_UNITS = 2_147_483_647

@@ -6,7 +6,7 @@ from __future__ import annotations
 # outage (connection refused), not a mock.
 DEAD_REDIS = {
     "default": {
-        "BACKEND": "store.caching.BreakerRedisCache",
+        "BACKEND": "store.cache_backend.BreakerRedisCache",
         "LOCATION": "redis://127.0.0.1:6390/0",
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
     }

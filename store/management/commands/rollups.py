@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from store.selectors.rollups import rollup_differences
-from store.services.rollups import ROLLUP_NAMES, rollups_rebuild
+from store.services.rollup_rebuild import ROLLUP_NAMES, rollups_rebuild
 
 
 class Command(BaseCommand):

@@ -32,9 +32,11 @@ from store.selectors.rollups import rollup_differences
 from store.selectors.stats import category_stats
 from store.selectors.trending import trending
 from store.services.catalog import product_delete, product_save
+from store.services.ledger_fold import stock_ledger_fold
 from store.services.orders import order_cancel, order_mark_paid, order_place
 from store.services.prices import PriceFilter, price_change
-from store.services.rollups import rollups_rebuild, sales_windows_advance, stock_ledger_fold
+from store.services.rollup_rebuild import rollups_rebuild
+from store.services.sales_windows import sales_windows_advance
 from store.services.stock import stock_adjust, stock_set_optimistic
 from store.tests import factories
 from store.tests.services.concurrency import run_concurrently
