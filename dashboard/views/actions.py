@@ -50,6 +50,7 @@ from store.services.prices import PriceFilter, price_change
 from store.services.stock import stock_adjust, stock_set_optimistic
 
 TEMPLATE = "dashboard/actions.html"
+ViewFunc = Callable[..., HttpResponse]
 REPLAYED = "Already applied (this form was submitted before): "
 
 
@@ -58,6 +59,18 @@ def _page(
 ) -> HttpResponse:
     """The partial alone for HTMX, else the whole page around it."""
     return render_partial_or_page(request, f"{TEMPLATE}#{partial}", context, status=status)
+
+
+def action_view(permission: str) -> Callable[[ViewFunc], ViewFunc]:
+    """An action's form view: GET renders the form, POST runs the action; the
+    permission is checked on both, each render carries a fresh idempotency key (never
+    cached), and what the operator decides on is read from the primary."""
+
+    def decorate(view: ViewFunc) -> ViewFunc:
+        checked = permission_required(permission)(never_cache_htmx(decides()(view)))
+        return require_http_methods(["GET", "POST"])(checked)
+
+    return decorate
 
 
 def _see_other(location: str) -> HttpResponse:
@@ -157,10 +170,7 @@ def _form_error(
 # --- stock -------------------------------------------------------------------
 
 
-@require_http_methods(["GET", "POST"])
-@permission_required("store.adjust_stock")
-@never_cache_htmx  # each render carries a fresh idempotency key
-@decides()  # what the operator decides on is the primary's row
+@action_view("store.adjust_stock")
 def product_adjust(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     product = get_object_or_404(Product, pk=pk)
     # What the operator decides on: stock, the threshold and the last movements.
@@ -215,10 +225,7 @@ def _price_lock(form: EditForm, can_price: bool) -> EditForm:
     return form
 
 
-@require_http_methods(["GET", "POST"])
-@permission_required("store.adjust_stock")
-@never_cache_htmx  # each render carries a fresh idempotency key
-@decides()  # what the operator decides on is the primary's row
+@action_view("store.adjust_stock")
 def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     product = get_object_or_404(Product, pk=pk)
     context: dict[str, Any] = {"product": product, "title": f"Edit stock and price: {product.name}"}
@@ -276,10 +283,7 @@ def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 # --- orders -------------------------------------------------------------------
 
 
-@require_http_methods(["GET", "POST"])
-@permission_required("store.mark_order_paid")
-@never_cache_htmx  # each render carries a fresh idempotency key
-@decides()  # what the operator decides on is the primary's row
+@action_view("store.mark_order_paid")
 def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
     context: dict[str, Any] = {"order": order, "title": f"Pay order #{order.pk}"}
@@ -311,10 +315,7 @@ def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@require_http_methods(["GET", "POST"])
-@permission_required("store.cancel_order")
-@never_cache_htmx  # each render carries a fresh idempotency key
-@decides()  # what the operator decides on is the primary's row
+@action_view("store.cancel_order")
 def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The order saga's compensating step: restock every line, mark it cancelled."""
     order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
@@ -352,10 +353,7 @@ def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 # --- prices -------------------------------------------------------------------
 
 
-@require_http_methods(["GET", "POST"])
-@permission_required("store.change_price")
-@never_cache_htmx  # each render carries a fresh idempotency key
-@decides()  # what the operator decides on is the primary's row
+@action_view("store.change_price")
 def prices_change(request: HtmxHttpRequest) -> HttpResponse:
     """Two steps: the first POST shows what would change, the second applies it."""
     context: dict[str, Any] = {"title": "Raise or lower prices"}
