@@ -28,7 +28,6 @@ import contextvars
 import itertools
 import re
 from collections.abc import Callable, Iterator
-from contextlib import ContextDecorator
 from typing import Any
 
 from django.conf import settings
@@ -135,15 +134,16 @@ def reading_at_least(position: int) -> Iterator[int]:
         yield primary_position()
 
 
-class use_primary(ContextDecorator):
-    """Force reads to the primary within the block; nests and works as a decorator."""
-
-    def __enter__(self) -> use_primary:
-        self._token = _forced_primary.set(_forced_primary.get() + 1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _forced_primary.reset(self._token)
+@contextlib.contextmanager
+def use_primary() -> Iterator[None]:
+    """Force reads to the primary within the block; nests and works as a decorator.
+    A generator: a decorated view gets a fresh one per call, so concurrent requests
+    never share (and reset) one another's token."""
+    token = _forced_primary.set(_forced_primary.get() + 1)
+    try:
+        yield
+    finally:
+        _forced_primary.reset(token)
 
 
 # The documented marker for a read that a decision is made on: an edit form's current

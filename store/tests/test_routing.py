@@ -1,7 +1,9 @@
 """Router decisions per model and hint, and the stable shard map."""
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.contrib.auth.models import User
@@ -62,6 +64,25 @@ def test_use_primary_is_reentrant_and_decorates() -> None:
         return router.db_for_read(Product)
 
     assert read() == "default"
+
+
+def test_one_decorated_view_serves_concurrent_requests() -> None:
+    """A view decorated once (``@decides()``) runs in many request threads at a time:
+    each call forces the primary for itself. (One shared context manager kept the
+    last caller's token, and the others' exits raised ValueError: 500s under load.)"""
+    from store.routing import reads_must_use_primary
+
+    inside = threading.Barrier(8)
+
+    @use_primary()
+    def view() -> bool:
+        inside.wait(timeout=5)  # every thread has entered before any leaves
+        return reads_must_use_primary()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: view(), range(8)))
+    assert results == [True] * 8
+    assert not reads_must_use_primary()
 
 
 @REPLICAS
