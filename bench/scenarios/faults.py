@@ -24,31 +24,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
-import random
 import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 
-from bench import harness
-from bench.scenarios.live import percentile, worker_pids
+from bench import harness, webserver
+from bench.fault_http import CHECKS, TALLY, check, load, request
+from bench.fuzz import phase_fuzz
+from bench.load import COMPUTED_AT, percentile
+from bench.webserver import worker_pids
 from scripts import pg_replica
 from store.tests.redis_server import RedisServer
 from store.tests.tcp_proxy import TcpProxy
@@ -59,18 +56,6 @@ SHARD_TIMEOUT = 2.0  # the default STOREOPS_SHARD_TIMEOUT
 REPLICA_TIMEOUT = 5.0  # the default STOREOPS_REPLICA_TIMEOUT
 GRACE = 0.5  # store.deadlines.GRACE_SECONDS
 BREAKER_SECONDS = 5.0  # the default STOREOPS_CACHE_BREAKER_SECONDS
-CLIENT_TIMEOUT = 40.0
-COMPUTED_AT = re.compile(rb'data-computed-at="([^"]+)"')  # the panel's "updated" badge
-PANELS = [
-    "category-stats",
-    "category-groups",
-    "rank-window",
-    "low-stock",
-    "trending",
-    "shop-activity",
-    "shard-health",
-    "outbox",
-]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,133 +74,15 @@ def _free_port(start: int = 17000) -> int:
     raise RuntimeError("no free port >= 17000")
 
 
-# --- HTTP --------------------------------------------------------------------------
-
-
-@dataclass
-class Answer:
-    path: str
-    status: int  # 0: no answer (connection error or client timeout)
-    seconds: float
-    body: bytes = b""
-
-
-@dataclass
-class Tally:
-    sent: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
-    past_deadline: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, answer: Answer, deadline: float) -> None:
-        with self.lock:
-            self.sent += 1
-            self.statuses[answer.status] += 1
-            if answer.seconds > deadline:
-                self.past_deadline.append(f"{answer.path} {answer.seconds:.1f}s")
-
-    @property
-    def server_errors(self) -> int:
-        return sum(n for status, n in self.statuses.items() if status >= 500 or status == 0)
-
-
-TALLY = Tally()
-
-
-def request(
-    port: int,
-    path: str,
-    *,
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-    deadline: float = 10.0,
-    count: bool = True,
-) -> Answer:
-    started = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
-    # Hostile values travel as raw UTF-8 bytes, as a hostile client would send them.
-    path = quote(path, safe="/?=&%:;,+-_.~'[]{}()!*$@", errors="surrogatepass")
-    raw = {
-        k: v.encode("utf-8", "surrogatepass").decode("latin-1") for k, v in (headers or {}).items()
-    }
-    try:
-        conn.request(method, path, body=body, headers={"Host": "127.0.0.1", **raw})
-        response = conn.getresponse()
-        answer = Answer(path, response.status, 0.0, response.read())
-    except (OSError, http.client.HTTPException):
-        answer = Answer(path, 0, 0.0)
-    finally:
-        conn.close()
-    answer.seconds = time.monotonic() - started
-    if count:
-        TALLY.add(answer, deadline)
-    return answer
-
-
-def load(
-    port: int,
-    targets: list[tuple[str, dict[str, str]]],
-    seconds: float,
-    *,
-    threads: int = 3,
-    deadline: float = 10.0,
-) -> list[Answer]:
-    """Request ``targets`` round-robin from ``threads`` threads for ``seconds``."""
-    stop = time.monotonic() + seconds
-    answers: list[Answer] = []
-
-    def loop(offset: int) -> None:
-        n = offset
-        while time.monotonic() < stop:
-            path, headers = targets[n % len(targets)]
-            answers.append(request(port, path, headers=headers, deadline=deadline))
-            n += threads
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(loop, range(threads)))
-    return answers
-
-
 # --- the stack ---------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def gunicorn(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = _free_port(17100)
     web_env = os.environ | env | {"DEBUG": "false", "ALLOWED_HOSTS": "127.0.0.1"}
     web_env.pop("STOREOPS_STATEMENT_TIMEOUT", None)  # the defaults, as deployed
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "gunicorn", "config.wsgi"),
-                *("--workers", "2", "--threads", "4", "--worker-class", "gthread"),
-                *("--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5"),
-                *("--timeout", "60", "--log-level", "warning"),
-            ],
-            cwd=harness.ROOT,
-            env=web_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while (
-            request(port, "/healthz", count=False).status != 200 or len(worker_pids(proc.pid)) < 2
-        ):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    with webserver.serve(web_env, log, extra=("--timeout", "60")) as (proc, port):
         yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=15)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the group we started
-        proc.wait(timeout=10)
 
 
 def _prepare_data(env: dict[str, str], seed: int) -> None:
@@ -251,7 +118,7 @@ def _wait_replayed(replica_url: str) -> None:
 
 def _sessions() -> dict[str, str]:
     """Logged-in users (cookie header per name): three viewers and two operators."""
-    from bench.scenarios.live import _sessions as live_sessions
+    from bench.live_setup import sessions as live_sessions
 
     viewers, operator = live_sessions(3)
     names = [f"bench-live-viewer-{n}" for n in range(3)]
@@ -350,13 +217,13 @@ def phase_shard(
         f"{base_p99:.0f} -> {during_p99:.0f} ms (target <= 1.5x); 5xx on other pages: "
         f"{sum(1 for a in during if a.status >= 500 or a.status == 0)}"
     )
-    _check(
+    check(
         run,
         "shard pages 503 within timeout + 1 s",
         slowest <= SHARD_TIMEOUT + 1 and set(statuses) <= {503},
     )
-    _check(run, "other pages p99 within 1.5x", during_p99 <= 1.5 * max(base_p99, 1.0))
-    _check(
+    check(run, "other pages p99 within 1.5x", during_p99 <= 1.5 * max(base_p99, 1.0))
+    check(
         run,
         "/readyz and shard health report it within 3 s",
         max(reported.values(), default=99) <= 3 and len(reported) == 2,
@@ -381,7 +248,7 @@ def phase_replica(run: harness.Run, port: int, proxy: TcpProxy, cookie: str) -> 
         f"replica blackholed 8 s: product pages {dict(statuses)} (n={len(answers)}), "
         f"slowest {slowest:.2f} s (target <= {REPLICA_TIMEOUT + GRACE:g} s)"
     )
-    _check(
+    check(
         run,
         "replica reads continue within the replica deadline",
         slowest <= REPLICA_TIMEOUT + GRACE + 0.5 and set(statuses) == {200},
@@ -432,7 +299,7 @@ def phase_worker_kill(
         f"killed {len(pids)} workers while {waiting} queries waited on the lock (the "
         f"recompute); fresh low-stock data {took:.1f} s later (target <= 30 s)"
     )
-    _check(run, "fresh data within 30 s of a worker killed mid-recompute", took <= 30)
+    check(run, "fresh data within 30 s of a worker killed mid-recompute", took <= 30)
 
 
 def phase_redis(run: harness.Run, port: int, redis_server: RedisServer, cookie: str) -> None:
@@ -466,181 +333,7 @@ def phase_redis(run: harness.Run, port: int, redis_server: RedisServer, cookie: 
         f"redis killed 6 s: {len(down)} panel requests, {errors} 5xx; after restart cache "
         f"hits in {took:.1f} s (target <= {BREAKER_SECONDS:g} s)"
     )
-    _check(run, "cache hits within one breaker period", took <= BREAKER_SECONDS)
-
-
-# --- fuzz --------------------------------------------------------------------------
-
-JUNK = [
-    "",
-    "0",
-    "-1",
-    "18446744073709551616",
-    "9" * 40,
-    "1e309",
-    "NaN",
-    "%00",
-    "\u202e\u0000",
-    "' OR 1=1 --",
-    "<script>x</script>",
-    '=HYPERLINK("x")',
-    "a" * 3000,
-    "\ud800",
-    "[]",
-    "{}",
-    "../../etc/passwd",
-    "1,2,3",
-    "true",
-    "2026-13-45",
-    "0x10",
-    " 5 ",
-    "+5",
-    "5.5",
-    "\uff11\uff12",
-]
-
-
-def _fuzz_one(
-    rng: random.Random,
-    port: int,
-    cookies: dict[str, str],
-    ids: dict[str, list[int]],
-    seen: list[tuple[str, bytes]],
-) -> None:
-    who = rng.choice([*cookies, "anonymous"])
-    cookie = cookies.get(who, "")
-    csrf = "a" * 32
-    headers: dict[str, str] = {}
-    if cookie:
-        headers["Cookie"] = f"{cookie}; csrftoken={csrf}"
-    junk = rng.choice(JUNK)
-    pk = rng.choice([*ids["product"], *ids["order"], 0, 2**63, 18446744073709551616])
-    kind = rng.random()
-    method = "GET"
-    body = None
-    if kind < 0.35:
-        name = rng.choice([*PANELS, "nope", junk])
-        param = rng.choice(["range", "threshold", "limit", "shop", "category", "sort", "by"])
-        path = f"/panels/{name}/?{param}={junk}"
-        headers |= {
-            "HX-Request": "true",
-            "HX-Trigger": f"{name}-controls",
-            "HX-Target": f"panel-{name}",
-        }
-        if rng.random() < 0.5:
-            headers["HX-Current-URL"] = rng.choice(
-                ["http://[::1", "http://127.0.0.1/?x=%zz", junk or "x", "http://127.0.0.1:99999/"]
-            )
-    elif kind < 0.55:
-        base = rng.choice(["/products/", "/orders/", "/stock/ledger/", "/"])
-        param = rng.choice(
-            ["page", "per_page", "sort", "q", "shop", "category", "_export", "status", "min_price"]
-        )
-        path = f"{base}?{param}={junk}"
-        if rng.random() < 0.1:
-            path = f"{base}?_export={rng.choice(['csv', 'json', 'xlsx'])}&per_page=5"
-    elif kind < 0.65:
-        path = rng.choice(
-            [
-                f"/customers/{rng.choice([*ids['customer'], pk])}/",
-                "/readyz",
-                "/healthz",
-                "/api/trending.json",
-                f"/inspector/{junk or 'x'}/",
-                "/accounts/login/",
-                "/admin/",
-            ]
-        )
-    else:
-        method = "POST"
-        target = rng.random()
-        key = uuid.uuid4().hex
-        if target < 0.5:
-            pid = rng.choice(ids["product"])
-            path = f"/products/{pid}/adjust/"
-            form = {
-                "delta": rng.choice(["1", "-1", "2", junk]),
-                "reason": rng.choice(["fuzz", junk]),
-                "idempotency_key": key,
-            }
-        elif target < 0.7:
-            path = f"/orders/{rng.choice(ids['order'])}/pay/"
-            form = {"idempotency_key": rng.choice([key, junk])}
-        elif target < 0.8:
-            path = "/products/prices/"
-            form = {"shop": junk, "category": junk, "percent": junk, "idempotency_key": key}
-        else:
-            path = rng.choice(
-                ["/accounts/login/", f"/products/{pk}/edit/", f"/orders/{pk}/cancel/"]
-            )
-            form = {
-                "username": junk,
-                "password": junk,
-                "stock": junk,
-                "version": junk,
-                "idempotency_key": key,
-            }
-        from urllib.parse import urlencode
-
-        body = urlencode(form, encoding="utf-8", errors="surrogatepass").encode()
-        ctype = "application/x-www-form-urlencoded"
-        if rng.random() < 0.1:
-            ctype += "; charset=utf-16"
-        elif rng.random() < 0.05:
-            ctype = "multipart/form-data; boundary=broken"
-        headers |= {"Content-Type": ctype, "X-CSRFToken": csrf, "HX-Request": "true"}
-        if rng.random() < 0.3:
-            headers.pop("X-CSRFToken")
-    answer = request(port, path, method=method, headers=headers, body=body, deadline=10)
-    if method == "POST" and path.endswith("/adjust/") and rng.random() < 0.3:
-        # The same submission again (a double click, a retry): one effect only.
-        request(port, path, method=method, headers=headers, body=body, deadline=10)
-    if cookie and answer.status == 200:
-        seen.append((who, answer.body))
-
-
-def phase_fuzz(run: harness.Run, port: int, cookies: dict[str, str], count: int, seed: int) -> None:
-    from store.models import Order, Product
-
-    ids = {
-        "product": list(
-            Product.objects.using("default").order_by("pk").values_list("pk", flat=True)[:50]
-        ),
-        "order": list(
-            Order.objects.using("default").order_by("pk").values_list("pk", flat=True)[:50]
-        ),
-        "customer": list(range(1, 30)),
-    }
-    before = TALLY.sent
-    errors_before = TALLY.server_errors
-    seen: list[tuple[str, bytes]] = []
-    started = time.monotonic()
-    with ThreadPoolExecutor(4) as pool:
-        list(
-            pool.map(
-                lambda n: _fuzz_one(random.Random(seed * 100_000 + n), port, cookies, ids, seen),
-                range(count),
-            )
-        )
-    sent = TALLY.sent - before
-    errors = TALLY.server_errors - errors_before
-    leaks = sum(
-        1
-        for who, body in seen
-        for other in cookies
-        if other != who and f"{other} <span".encode() in body
-    )
-    shown = sum(1 for who, body in seen if f"{who} <span".encode() in body)
-    run.record("fuzz: requests sent", sent, unit="n")
-    run.record("fuzz: 5xx", errors, unit="n")
-    run.record("fuzz: responses showing another user", leaks, unit="n")
-    run.note(
-        f"fuzz: {sent} requests in {time.monotonic() - started:.0f} s, {errors} 5xx; "
-        f"{len(seen)} logged-in 200s checked for other users' names ({shown} show their "
-        f"own), {leaks} leaks"
-    )
-    _check(run, "0 5xx over >= 3,000 fuzzed requests", errors == 0 and sent >= 3000)
-    _check(run, "no cross-user fragment", leaks == 0)
+    check(run, "cache hits within one breaker period", took <= BREAKER_SECONDS)
 
 
 def invariants(run: harness.Run) -> None:
@@ -660,17 +353,10 @@ def invariants(run: harness.Run) -> None:
         f"invariants over {movements} ledger rows: {stock} stock mismatches, "
         f"{twice} keys applied twice"
     )
-    _check(run, "0 invariant violations", stock == 0 and twice == 0)
+    check(run, "0 invariant violations", stock == 0 and twice == 0)
 
 
 # --- helpers and entry point -----------------------------------------------------------
-
-CHECKS: list[tuple[str, bool]] = []
-
-
-def _check(run: harness.Run, name: str, ok: bool) -> None:
-    CHECKS.append((name, ok))
-    run.note(f"{'met' if ok else 'MISSED'}: {name}")
 
 
 def _until(predicate: Callable[[], bool], limit: float) -> float:
