@@ -212,6 +212,15 @@ def _stop_and_remove(port: int) -> bool:
     return True
 
 
+def is_up(port: int) -> bool:
+    return _is_up(port)
+
+
+def stop(port: int) -> bool:
+    """Stop the replica on ``port`` and remove its files and slot; False if none."""
+    return _stop_and_remove(port)
+
+
 def _data_dir(port: int) -> Path:
     state = _state_file(port)
     if not state.exists():
@@ -252,7 +261,7 @@ def main() -> None:
     elif args.action == "resume":
         resume(args.port)
     elif args.action == "stop":
-        print("stopped and removed" if _stop_and_remove(args.port) else "no replica to stop")
+        print("stopped and removed" if stop(args.port) else "no replica to stop")
     else:
         up = _is_up(args.port)
         print(f"{_replica_url(args.port)} {'up' if up else 'down'}")

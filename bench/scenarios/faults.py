@@ -370,6 +370,9 @@ def _until(predicate: Callable[[], bool], limit: float) -> float:
 
 def run(run: harness.Run, reps: int | None = None, fuzz: int = 3200, seed: int = 15) -> None:
     started = time.monotonic()
+    # A replica this run starts is stopped at its end: left streaming, it would replay
+    # (and slow) everything later benchmarks write, clones of templates included.
+    own_replica = not pg_replica.is_up(REPLICA_PORT)
     replica_url = pg_replica.start(REPLICA_PORT)
     workdir = Path(tempfile.mkdtemp(prefix="bench-faults-"))
     redis_server = RedisServer(_free_port(), workdir)
@@ -426,3 +429,5 @@ def run(run: harness.Run, reps: int | None = None, fuzz: int = 3200, seed: int =
 
             connections.close_all()
         harness.drop_databases(BASE)
+        if own_replica:
+            pg_replica.stop(REPLICA_PORT)
