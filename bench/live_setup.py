@@ -19,8 +19,8 @@ from bench.webserver import peak_rss_mb, with_app, worker_pids
 from bench.write_stream import OPERATOR
 
 WEB_APP = "storeops-web"
-COLD_REPS = 3
-HTTP_REPS = 2
+COLD_REPS = 9
+HTTP_REPS = 3
 WARM_PANEL = "/panels/low-stock/"
 BARE = "/bench/bare/"
 # The targets for these ratios.

@@ -6,7 +6,7 @@ Per size (2m: the 1M-product / 2M-item template; 8m: the same store kept four ti
 as long, 8M items), on a clone, with the checked-out code:
 
 1. cold compute: each panel's selector through the panel registry, in this
-   process, on an empty cache (Redis flushed before each call), median of 3;
+   process, on an empty cache (Redis flushed before each call), median of 9;
 2. gunicorn (2 workers x 4 threads, ``bench.settings`` = the project's settings
    plus a bare view) on a free loopback port, Redis DB 3 flushed first; its
    database connections carry ``application_name=storeops-web``;
