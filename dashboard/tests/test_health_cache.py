@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 from django.test import Client, override_settings
 
+from dashboard.panels import PANELS
+from store.tests import factories
 from store.tests.redis_server import RedisServer, own_redis  # noqa: F401 (a fixture)
+from store.tests.test_sharding import make_customer
 
 # The shard-health panel reads every shard from threads.
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -21,7 +24,12 @@ def test_readyz_names_the_embedded_cache(client: Client, settings) -> None:
         "status": "ok",
         "reachable": True,
         "latency_ms": None,
+        "used_memory": None,
+        "max_memory": None,
+        "evicted_keys": None,
+        "connected_clients": None,
         "breaker_open": False,
+        "breaker_last_opened_at": None,
     }
 
 
@@ -30,7 +38,10 @@ def test_a_stopped_redis_shows_red_and_degraded_and_pages_still_answer(
     own_redis: RedisServer,  # noqa: F811
     viewer_client: Client,
     client: Client,
+    operator_client: Client,
 ) -> None:
+    product = factories.product(shop=factories.shop(), category=factories.category(), stock=3)
+    make_customer(7, value=70)
     config = {
         "default": {
             "BACKEND": "store.cache_backend.BreakerRedisCache",
@@ -42,6 +53,13 @@ def test_a_stopped_redis_shows_red_and_degraded_and_pages_still_answer(
         ready = client.get("/readyz").json()
         assert ready["cache"]["backend"] == "redis"
         assert ready["cache"]["status"] == "ok"
+        # Everything the panel shows of Redis: memory against maxmemory, evictions,
+        # clients, the breaker and when it last opened (never, here).
+        assert ready["cache"]["used_memory"] > 0
+        assert ready["cache"]["max_memory"] == 0  # this test server sets no limit
+        assert ready["cache"]["evicted_keys"] == 0
+        assert ready["cache"]["connected_clients"] >= 1
+        assert ready["cache"]["breaker_last_opened_at"] is None
         panel = viewer_client.get("/panels/shard-health/", HTTP_HX_REQUEST="true")
         assert 'data-testid="cache-health" data-status="ok"' in panel.content.decode()
         own_redis.kill()
@@ -54,4 +72,16 @@ def test_a_stopped_redis_shows_red_and_degraded_and_pages_still_answer(
         assert panel.status_code == 200
         assert 'data-testid="cache-health" data-status="down"' in body
         assert "Redis does not answer" in body
-        assert viewer_client.get("/").status_code == 200
+        # Every page still answers: the console works without its cache.
+        pages = [
+            "/",
+            "/products/",
+            "/orders/",
+            "/stock/ledger/",
+            "/customers/7/",
+            *(f"/panels/{name}/" for name in PANELS),
+        ]
+        for url in pages:
+            assert viewer_client.get(url).status_code == 200, url
+        assert operator_client.get(f"/products/{product.pk}/adjust/").status_code == 200
+        assert operator_client.get(f"/products/{product.pk}/edit/").status_code == 200

@@ -107,6 +107,20 @@ def _stock_in_products(html: str, pk: int) -> int | None:
     return int(match[1]) if match else None
 
 
+def _stock_in_category_stats(html: str, category: str) -> int | None:
+    # Name, products, avg/min/max price, then the category's stock.
+    match = re.search(
+        rf'data-category="{re.escape(category)}">(?:\s*<td>[^<]*</td>){{5}}\s*<td>(-?\d+)</td>',
+        html,
+    )
+    return int(match[1]) if match else None
+
+
+def _headline_figure(html: str, key: str) -> int | None:
+    match = re.search(rf'data-testid="figure-{key}">(-?\d+)<', html)
+    return int(match[1]) if match else None
+
+
 def _adjust(client: Client, pk: int, delta: int, reason: str) -> None:
     form = _get(client, f"/products/{pk}/adjust/")
     key = re.search(r'name="idempotency_key" value="([^"]+)"', form)
@@ -127,11 +141,16 @@ def _panel_names() -> list[str]:
 def test_a_viewer_caching_from_a_paused_replica_never_hides_the_operators_write(
     replica: str, operator: User, viewer: User
 ) -> None:
-    product = factories.product(shop=factories.shop(), category=factories.category(), stock=10)
+    category = factories.category()
+    product = factories.product(shop=factories.shop(), category=category, stock=10)
     operator_client, viewer_client = Client(), Client()
     operator_client.force_login(operator)
     viewer_client.force_login(viewer)
     _wait_until_replayed(replica)
+    before = _get(viewer_client, "/panels/category-stats/", HTTP_HX_REQUEST="true")
+    assert _stock_in_category_stats(before, category.name) == 10
+    before = _get(viewer_client, "/panels/headline/", HTTP_HX_REQUEST="true")
+    assert _headline_figure(before, "low-stock") == 0
     for name in _panel_names():  # everything cached once, before the write
         _get(viewer_client, f"/panels/{name}/", HTTP_HX_REQUEST="true")
     _on_replica(replica, "SELECT pg_wal_replay_pause()")
@@ -147,6 +166,11 @@ def test_a_viewer_caching_from_a_paused_replica_never_hides_the_operators_write(
         _get(operator_client, f"/panels/{name}/", HTTP_HX_REQUEST="true")
     low = _get(operator_client, "/panels/low-stock/", HTTP_HX_REQUEST="true")
     assert _stock_in_low_stock(low, product.pk) == 2
+    # The panels that show stock aggregated: the category's stock, the low-stock count.
+    stats = _get(operator_client, "/panels/category-stats/", HTTP_HX_REQUEST="true")
+    assert _stock_in_category_stats(stats, category.name) == 2
+    headline = _get(operator_client, "/panels/headline/", HTTP_HX_REQUEST="true")
+    assert _headline_figure(headline, "low-stock") == 1
     assert _stock_in_products(_get(operator_client, "/products/"), product.pk) == 2
     ledger = _get(operator_client, f"/stock/ledger/?product={product.pk}")
     assert "paused replica" in ledger
@@ -164,6 +188,13 @@ def test_a_viewer_caching_from_a_paused_replica_never_hides_the_operators_write(
             time.sleep(0.2)
 
 
+# Every read for this long after each write must show it (the issue's "in the 10 s
+# after the write"): well past the apply delay, the pin's timer (``pin_seconds()``,
+# 3.5 s here) and the replica re-checks, so the end of the pin is inside the window.
+AFTER_WRITE_SECONDS = 10
+
+
+@pytest.mark.timeout(20 * AFTER_WRITE_SECONDS + 240)  # 20 trials of the whole window
 @override_settings(
     STOREOPS_MAX_REPLICA_LAG=2.0,
     STOREOPS_REPLICA_CHECK_SECONDS=0.5,
@@ -188,7 +219,9 @@ def test_with_a_steady_apply_delay_the_operator_always_sees_their_write(
             reason = f"delay trial {trial}"
             _adjust(operator_client, product.pk, delta, reason)
             written = time.monotonic()
-            while time.monotonic() - written < 2.4:  # the delay plus a margin
+            reads = 0
+            while time.monotonic() - written < AFTER_WRITE_SECONDS:
+                reads += 1
                 # Another user keeps refreshing the shared panel from the replica.
                 _get(viewer_client, "/panels/low-stock/", HTTP_HX_REQUEST="true")
                 low = _get(operator_client, "/panels/low-stock/", HTTP_HX_REQUEST="true")
@@ -198,6 +231,7 @@ def test_with_a_steady_apply_delay_the_operator_always_sees_their_write(
                     misses.append(f"trial {trial}: /products/")
                 if reason not in _get(operator_client, f"/stock/ledger/?product={product.pk}"):
                     misses.append(f"trial {trial}: /stock/ledger/")
+            assert reads >= 5, f"trial {trial}: only {reads} rounds of reads in the window"
     finally:
         _set_apply_delay(replica, "0")
     assert not misses, misses
@@ -205,6 +239,7 @@ def test_with_a_steady_apply_delay_the_operator_always_sees_their_write(
 
 @override_settings(STOREOPS_MAX_REPLICA_LAG=600)
 def test_edit_form_and_conflict_view_show_the_primarys_values(replica: str, operator: User) -> None:
+    """So does the adjustment form: every form an operator decides on reads the primary."""
     product = factories.product(shop=factories.shop(), category=factories.category(), stock=10)
     client = Client()
     client.force_login(operator)
@@ -213,6 +248,10 @@ def test_edit_form_and_conflict_view_show_the_primarys_values(replica: str, oper
     # Someone else's write (no pin for this client): only the primary has it.
     stock_adjust(product=product.pk, delta=5, actor=None)
     current = Product.objects.using("default").get(pk=product.pk)
+
+    # The adjustment form's current stock is what the operator adjusts against.
+    adjust = _get(client, f"/products/{product.pk}/adjust/")
+    assert 'data-testid="current-stock">15<' in adjust, "the adjust form shows the replica"
 
     form = _get(client, f"/products/{product.pk}/edit/")
     assert re.search(r'name="stock" value="15"', form), "the edit form shows the replica"

@@ -28,12 +28,18 @@ def readyz(request: HtmxHttpRequest) -> JsonResponse:
         status = "degraded"  # the console works without Redis, only slower
     body = {
         "status": status,
+        # What the shard-health panel shows of the cache, but its reason text.
         "cache": {
             "backend": cache.backend,
             "status": cache.status,
             "reachable": cache.reachable,
             "latency_ms": cache.latency_ms,
+            "used_memory": cache.used_memory,
+            "max_memory": cache.max_memory,  # 0: no maxmemory
+            "evicted_keys": cache.evicted_keys,
+            "connected_clients": cache.connected_clients,
             "breaker_open": cache.breaker_open,
+            "breaker_last_opened_at": cache.breaker_last_opened_at,
         },
         "checked_at": snapshot.taken_at,
         "databases": {

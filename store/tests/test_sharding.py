@@ -430,3 +430,26 @@ def test_removing_a_shard_that_owns_buckets_is_refused(settings, third_shard) ->
     _unconfigure(settings, "shard_2")
     check_shard_map()
     assert shard_for_user(uid) == "shard_0"
+
+
+def test_start_up_and_manage_py_check_refuse_a_shard_list_missing_an_owner(
+    settings, third_shard
+) -> None:
+    """The process refuses to start (config/wsgi.py) and ``check --database default``
+    reports it, naming the buckets and the command that fixes it."""
+    import runpy
+
+    from django.core.management.base import SystemCheckError
+
+    third_shard()
+    shards_move(first=0, last=3, target="shard_2")
+    _unconfigure(settings, "shard_2")
+    with pytest.raises(ImproperlyConfigured, match=r"buckets 0-3 on shard_2.*shards move"):
+        runpy.run_module("config.wsgi")  # what gunicorn and runserver load
+    with pytest.raises(SystemCheckError, match=r"store\.E001.*buckets 0-3 on shard_2"):
+        call_command("check", databases=["default"])
+    # With the shard configured again, both start.
+    settings.SHARD_ALIASES = [*settings.SHARD_ALIASES, "shard_2"]
+    shard_map_reset()
+    runpy.run_module("config.wsgi")
+    call_command("check", databases=["default"])
