@@ -209,3 +209,27 @@ def _deadline(conf: dict, seconds: float) -> Iterator[None]:
         yield
     finally:
         conf["STOREOPS_DEADLINE"] = saved
+
+
+def test_a_watched_block_left_by_generator_exit_is_not_cut_later() -> None:
+    """A streamed export whose client goes away leaves its watched block through
+    GeneratorExit: its descriptor (soon another connection's) must not be cut."""
+    import socket
+
+    ours, peer = socket.socketpair()
+    try:
+
+        def stream():
+            with deadlines.watched("default", ours.fileno(), 0.2):
+                yield b"first block"
+                yield b"never sent"
+
+        chunks = stream()
+        assert next(chunks) == b"first block"
+        chunks.close()  # what Django does when the client disconnects
+        time.sleep(0.2 + 5 * deadlines.WATCH_INTERVAL)
+        ours.sendall(b"still open")  # the watchdog did not shut it down
+        assert peer.recv(16) == b"still open"
+    finally:
+        ours.close()
+        peer.close()
