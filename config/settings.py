@@ -200,6 +200,9 @@ STOREOPS_REPLICA_TIMEOUT = env_number("STOREOPS_REPLICA_TIMEOUT", 5.0, kind=floa
 # Per-shard deadline of a cross-shard read (late shards make it partial), and of any
 # statement on a shard (a customer's page answers 503 past it).
 STOREOPS_SHARD_TIMEOUT = env_number("STOREOPS_SHARD_TIMEOUT", 2.0, kind=float)
+# A CSV export is one COPY statement that lasts as long as the client reads: it gets
+# this deadline instead of its alias's (which would cut the file short). 0: none.
+STOREOPS_EXPORT_TIMEOUT = env_number("STOREOPS_EXPORT_TIMEOUT", 300.0, kind=float)
 
 
 def _postgres_options(*, connect_timeout: int, statement_s: float, lock_s: float) -> dict[str, Any]:

@@ -15,6 +15,7 @@ so they open as text; numbers are never touched, and JSON carries text as it is.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -29,7 +30,9 @@ from itertools import islice
 from typing import Any
 
 import django_tables2 as tables
-from django.db import connections
+import psycopg
+from django.conf import settings
+from django.db import DatabaseError, connections
 from django.db.models import Case, CharField, F, Func, QuerySet, Value, When
 from django.db.models.functions import Concat, Left
 from django.db.models.lookups import In
@@ -38,6 +41,7 @@ from django.utils import timezone
 from psycopg import ClientCursor
 
 from dashboard.tables import Kind
+from store import deadlines
 
 logger = logging.getLogger("dashboard.exports")
 
@@ -276,10 +280,35 @@ def _copy_csv_chunks(queryset: QuerySet[Any], columns: list[ExportColumn]) -> It
     yield _csv_header(columns).encode()
     with (
         connection.cursor() as cursor,
+        _export_deadline(connection, cursor),
         cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)") as copy,
     ):
         for block in copy:
             yield bytes(block)
+
+
+@contextlib.contextmanager
+def _export_deadline(connection: Any, cursor: Any) -> Iterator[None]:
+    """The export's own deadline (``STOREOPS_EXPORT_TIMEOUT``) instead of the alias's
+    per-request one, which would cancel the COPY mid-file: the server's
+    ``statement_timeout`` for this statement, restored afterwards (the connection is
+    reused), and the watchdog's, in case the database goes silent mid-stream."""
+    seconds = float(settings.STOREOPS_EXPORT_TIMEOUT)
+    cursor.execute("SELECT current_setting('statement_timeout')")
+    previous = cursor.fetchone()[0]
+    cursor.execute(
+        "SELECT set_config('statement_timeout', %s, false)", [f"{int(seconds * 1000)}ms"]
+    )
+    try:
+        fd = connection.connection.pgconn.socket
+    except (AttributeError, psycopg.Error):
+        fd = None  # already broken (or replaced by the primary's): it fails on its own
+    try:
+        with deadlines.watched(connection.alias, fd, seconds + 1 if seconds else 0):
+            yield
+    finally:
+        with contextlib.suppress(DatabaseError):
+            cursor.execute("SELECT set_config('statement_timeout', %s, false)", [previous])
 
 
 def _json_chunks(rows: Iterable[Any], columns: list[ExportColumn], done: set[int]) -> Iterator[str]:

@@ -152,8 +152,10 @@ def watched(alias: str, fd: int | None, seconds: float) -> Iterator[None]:
     _active[token] = (time.monotonic() + seconds, fd)
     try:
         yield
-    except Exception as exc:
-        if _took_back(token):
+    except BaseException as exc:
+        # Always take the token back: a block left by GeneratorExit (a streamed export
+        # whose client went away) must not have its descriptor cut later, reused.
+        if _took_back(token) or not isinstance(exc, Exception):
             raise
         raise DeadlineExceeded(alias, seconds) from exc
     if not _took_back(token):

@@ -353,3 +353,33 @@ def test_xlsx_is_ready_to_read_labels_bold_frozen_filtered_and_formatted(
     first = next(sheet.iter_rows(min_row=2, max_row=2))
     assert first[price].number_format == "#,##0.00"
     assert sheet.column_dimensions["B"].width >= 20
+
+
+@pytest.mark.postgres
+def test_a_csv_export_outlasting_the_request_deadline_is_not_cut_short(
+    viewer_client: Client, products, monkeypatch
+) -> None:
+    """COPY streams for as long as the client reads, as one statement: the alias's
+    per-request statement_timeout (2-30 s) would cancel it mid-file, after the 200 and
+    the first rows had gone out. An export has its own deadline
+    (``STOREOPS_EXPORT_TIMEOUT``), server side and in the watchdog."""
+    from django.db import connection
+    from django.db.models.expressions import RawSQL
+
+    export_values = exports.export_values
+
+    def slow_values(queryset, columns, fmt):  # 0.2 s of server time per row
+        values, done = export_values(queryset, columns, fmt)
+        # Correlated with the row, so it runs for each row (not once, as an InitPlan).
+        sleep = RawSQL('(SELECT 1 FROM pg_sleep(0.2 + 0 * "store_product"."id"))', ())
+        return values.annotate(slept=sleep), done
+
+    monkeypatch.setattr(exports, "export_values", slow_values)
+    with connection.cursor() as cursor:  # a request deadline shorter than the export
+        cursor.execute("SET statement_timeout = '300ms'")
+    body, _ = download(viewer_client, "/products/?_export=csv")
+    rows = list(csv.reader(io.StringIO(body.decode())))
+    assert len(rows) == 1 + len(products)
+    with connection.cursor() as cursor:  # the connection keeps its own deadline
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "300ms"

@@ -51,6 +51,17 @@ def test_one_address_is_locked_across_usernames(viewer: User) -> None:
     assert_locked(attempt(client, "viewer", PASSWORD))
 
 
+def test_one_username_is_locked_across_addresses(viewer: User) -> None:
+    """Per username too: spreading the guesses over addresses does not help."""
+    for n in range(5):
+        attempt(Client(REMOTE_ADDR=f"10.0.1.{n}"), "viewer", "wrong")
+    fresh_address = Client(REMOTE_ADDR="10.0.1.200")
+    assert_locked(attempt(fresh_address, "viewer", PASSWORD))
+    assert "_auth_user_id" not in fresh_address.session
+    # Another username from that address is not affected.
+    assert attempt(fresh_address, "nobody", "wrong").status_code == 200
+
+
 def test_another_address_can_still_log_in_while_one_is_locked(viewer: User) -> None:
     attacker = Client(REMOTE_ADDR="10.0.0.9")
     for n in range(6):

@@ -76,6 +76,28 @@ def _request(client: Client, url: str) -> tuple[int, float, bytes]:
     return response.status_code, time.monotonic() - started, response.content
 
 
+def test_every_alias_connection_carries_its_timeouts() -> None:
+    """What the server and libpq were really given, on live request connections."""
+    for alias in settings.DATABASES:
+        connection = connections[alias]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT setting::int FROM pg_settings"
+                " WHERE name IN ('lock_timeout', 'statement_timeout') ORDER BY name"
+            )
+            lock_ms, statement_ms = (row[0] for row in cursor.fetchall())
+        params = connection.connection.info.get_parameters()
+        assert params["tcp_user_timeout"] == "10000", alias
+        assert params["keepalives"] == "1", alias
+        assert int(params["connect_timeout"]) > 0, alias
+        want = connection.settings_dict["STOREOPS_DEADLINE"]
+        assert want > 0, alias
+        assert statement_ms == int(want * 1000), alias
+        if not alias.startswith("replica_"):  # replicas take no write locks
+            assert lock_ms == settings.STOREOPS_LOCK_TIMEOUT * 1000, alias
+        assert deadlines.seconds_for(alias) == want + deadlines.GRACE_SECONDS, alias
+
+
 def test_a_blackholed_shard_answers_503_within_its_deadline_then_recovers(viewer_client) -> None:
     user_id = next(uid for uid in range(1, 500) if shard_for_user(uid) == "shard_1")
     make_customer(user_id, value=1_000, events=1)
@@ -114,6 +136,47 @@ def test_the_health_probe_reports_a_blackholed_shard_down_within_3_s() -> None:
         assert deadlines.is_down("shard_0"), "the probe marks it down for requests too"
 
 
+@pytest.mark.parametrize("figures", ["cold", "cached"])
+def test_the_shard_health_panel_renders_within_one_probe_deadline_while_a_shard_is_silent(
+    viewer_client, figures: str
+) -> None:
+    """Its parts run side by side under one budget: the probes (cut at the probe
+    deadline), the cross-shard figures and the Redis probe, not one after the other
+    (issue 15 measured about 6 s: a probe deadline plus two scatter-gathers)."""
+    from django.core.cache import cache
+
+    from store.selectors.shard_health import shard_health_overview
+
+    user_id = next(uid for uid in range(1, 500) if shard_for_user(uid) == "shard_1")
+    make_customer(user_id, value=1_000, events=1)
+    url = "/panels/shard-health/"
+    htmx = {"HTTP_HX_REQUEST": "true"}
+    cache.clear()
+    with _proxied("shard_1") as proxy:
+        close_old_connections()
+        # Kept-open connections to the shard (the probes' own) and, for "cached", the
+        # cross-shard figures kept from this render.
+        assert viewer_client.get(url, **htmx).status_code == 200
+        proxy.set_mode("blackhole")
+        if figures == "cold":
+            cache.clear()  # no snapshot, panel or figures: every part asks the shard
+            close_old_connections()
+            started = time.monotonic()
+            response = viewer_client.get(url, **htmx)
+            took = time.monotonic() - started
+            assert response.status_code == 200
+            assert 'data-alias="shard_1" data-status="down"' in response.content.decode()
+        else:
+            cache.delete(health.CACHE_KEY)  # the figures stay cached
+            started = time.monotonic()
+            overview = shard_health_overview()
+            took = time.monotonic() - started
+            assert overview.snapshot.probe("shard_1").status == "down"
+            assert "shard_1" in overview.partial_shards  # not the figures from before
+        assert took < deadlines.PROBE_DEADLINE_S + 0.5, took
+    cache.clear()
+
+
 @pytest.mark.replica
 def test_a_blackholed_replica_read_falls_back_to_the_primary_within_its_deadline() -> None:
     from store.tests.test_replica import _wait_until_replayed
@@ -146,3 +209,27 @@ def _deadline(conf: dict, seconds: float) -> Iterator[None]:
         yield
     finally:
         conf["STOREOPS_DEADLINE"] = saved
+
+
+def test_a_watched_block_left_by_generator_exit_is_not_cut_later() -> None:
+    """A streamed export whose client goes away leaves its watched block through
+    GeneratorExit: its descriptor (soon another connection's) must not be cut."""
+    import socket
+
+    ours, peer = socket.socketpair()
+    try:
+
+        def stream():
+            with deadlines.watched("default", ours.fileno(), 0.2):
+                yield b"first block"
+                yield b"never sent"
+
+        chunks = stream()
+        assert next(chunks) == b"first block"
+        chunks.close()  # what Django does when the client disconnects
+        time.sleep(0.2 + 5 * deadlines.WATCH_INTERVAL)
+        ours.sendall(b"still open")  # the watchdog did not shut it down
+        assert peer.recv(16) == b"still open"
+    finally:
+        ours.close()
+        peer.close()

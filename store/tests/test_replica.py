@@ -12,11 +12,13 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import close_old_connections, connections
+from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
@@ -49,7 +51,19 @@ def show(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse({"stock": product.stock, "db": product._state.db})
 
 
-urlpatterns = [path("adjust/<int:pk>/", adjust), path("show/<int:pk>/", show)]
+@login_not_required
+def slow_show(request: HttpRequest, pk: int) -> JsonResponse:
+    """A read that takes a while on the server: the replica can die while it runs."""
+    slept = RawSQL("(SELECT 1 FROM pg_sleep(%s))", (float(request.GET["sleep"]),))
+    product = Product.objects.annotate(slept=slept).get(pk=pk)
+    return JsonResponse({"stock": product.stock})
+
+
+urlpatterns = [
+    path("adjust/<int:pk>/", adjust),
+    path("show/<int:pk>/", show),
+    path("slow/<int:pk>/", slow_show),
+]
 
 
 def _on_replica(alias: str, sql: str) -> object:
@@ -212,3 +226,36 @@ def test_replica_down_mid_run_reads_fall_back_then_return(replica, product) -> N
         assert time.monotonic() < deadline, "reads did not return to the recovered replica"
         time.sleep(0.3)
     assert health_snapshot(fresh=True).probe(replica).status in {"ok", "warn"}
+
+
+def test_a_read_in_flight_when_the_replica_dies_is_retried_on_the_primary(replica, product) -> None:
+    """Issue 15: such a read answered 500. Now it runs again on the primary (once,
+    being a read outside a transaction), and the replica is skipped from then on."""
+    port = int(settings.DATABASES[replica]["PORT"])
+    client = Client()
+    assert _show(client, product.pk)["db"] == replica  # a kept-open replica connection
+
+    def halt_while_the_read_runs() -> None:
+        deadline = time.monotonic() + 10
+        while not _on_replica(
+            replica,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep%%'"
+            " AND pid <> pg_backend_pid()",
+        ):
+            assert time.monotonic() < deadline, "the slow read never reached the replica"
+            time.sleep(0.05)
+        pg_replica.halt(port)  # a fast shutdown ends the read mid-flight
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            halting = pool.submit(halt_while_the_read_runs)
+            close_old_connections()
+            response = client.get(f"/slow/{product.pk}/?sleep=3")
+            halting.result()
+        assert response.status_code == 200, response.content
+        assert json.loads(response.content) == {"stock": 10}
+        # Marked down: the next read goes straight to the primary.
+        assert _show(client, product.pk) == {"stock": 10, "db": "default"}
+    finally:
+        if not pg_replica.is_up(port):
+            pg_replica.resume(port)
