@@ -555,11 +555,13 @@ def test_no_product_row_lock_is_held_while_a_template_renders(
     url = _adjust_url(product)
     key = _key(operator_client, url)
     blocked: list[str] = []
+    rendered: list[str] = []
     real_render = Template.render
 
     def render_while_another_connection_writes(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         # A slow template, from the row's point of view: another session updates the
         # product while this render runs, and must not wait for a lock.
+        rendered.append(self.template.name or "a partial")
         with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
             other.execute("SET lock_timeout = '1s'")
             try:
@@ -575,4 +577,6 @@ def test_no_product_row_lock_is_held_while_a_template_renders(
     response = operator_client.post(url, {"delta": "-1", "idempotency_key": key}, **extra)
     assert response.status_code == (200 if htmx else 303)
     assert blocked == []
+    # The HTMX answer is rendered (so the check above ran); a plain POST renders nothing.
+    assert bool(rendered) == htmx
     assert _stock(product) == 9
