@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.test import Client
+from django.utils import timezone
 from playwright.sync_api import Locator, Page, expect
 
-from store.models import Product
+from store.models import OutboxEvent, Product
+from store.services.outbox import outbox_enqueue
 from store.services.stock import stock_adjust
 from store.tests import factories
 
@@ -146,3 +149,19 @@ def test_the_changed_row_is_highlighted_after_the_table_refreshes(
     # The refreshed row shows the new stock and is marked for a moment.
     expect(row.get_by_role("link", name="6 units")).to_be_visible()
     expect(row).to_have_class("row-changed")
+
+
+def test_a_requeue_button_names_the_event_it_requeues(page: Page, live_server, superuser) -> None:
+    # Ten dead letters look alike; a screen reader hears which one each button requeues.
+    with transaction.atomic():
+        event = outbox_enqueue(topic="stock.changed", key="product:41", payload={})
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        dead_lettered_at=timezone.now(), attempts=5, last_error="broker down"
+    )
+    _sign_in(page, live_server, superuser)
+    page.goto(f"{live_server.url}/")
+    panel = page.locator('[data-panel="outbox"]')
+    panel.get_by_role("button", name="Requeue stock.changed product:41", exact=True).click()
+    expect(panel.get_by_role("status")).to_contain_text("requeued")
+    event.refresh_from_db()
+    assert event.dead_lettered_at is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -14,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.action_forms import KEY_MISSING
+from dashboard.views.actions import ACTIONS, Action
 from store.exceptions import IdempotencyMismatch
 from store.models import OutboxEvent, Product, StockMovement
 from store.services.orders import order_cancel, order_place
@@ -66,6 +68,31 @@ def test_viewer_gets_403_on_every_action(viewer_client: Client, product, url_nam
         viewer_client.post(url, {"delta": "1", "idempotency_key": "abcdefgh1"}).status_code == 403
     )
     assert _stock(product) == 10
+
+
+@pytest.mark.parametrize("action", ACTIONS, ids=lambda action: action.name)
+def test_every_action_spec_checks_its_permission_and_answers_422_with_the_form(
+    viewer: User, viewer_client: Client, superuser_client: Client, product, action: Action[Any]
+) -> None:
+    """What the spec guarantees, for every registered action (a new one included):
+    its URL refuses a user without its permission on GET and POST, renders its form
+    to one who has it, and answers invalid input with 422 and the form, never acting."""
+    order = factories.order(shop=product.shop, lines=[(product, 1)])
+    args = {"product": [product.pk], "order": [order.pk], "": []}[action.subject]
+    url = reverse(action.url_name, args=args)
+    assert not viewer.has_perm(action.permission)
+    assert viewer_client.get(url).status_code == 403
+    assert viewer_client.post(url, {"idempotency_key": "abcdefgh1"}).status_code == 403
+    form = superuser_client.get(url, **HX)
+    assert form.status_code == 200
+    assert f'data-action="{action.name}"'.encode() in form.content
+    for extra in (HX, {}):
+        invalid = superuser_client.post(url, {}, **extra)
+        assert invalid.status_code == 422
+        assert f'data-action="{action.name}"'.encode() in invalid.content
+        assert KEY_MISSING.encode() in invalid.content
+    assert _stock(product) == 10
+    assert not OutboxEvent.objects.exists()
 
 
 def test_a_refusal_names_the_missing_permission(viewer_client: Client, product) -> None:
@@ -555,11 +582,13 @@ def test_no_product_row_lock_is_held_while_a_template_renders(
     url = _adjust_url(product)
     key = _key(operator_client, url)
     blocked: list[str] = []
+    rendered: list[str] = []
     real_render = Template.render
 
     def render_while_another_connection_writes(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         # A slow template, from the row's point of view: another session updates the
         # product while this render runs, and must not wait for a lock.
+        rendered.append(self.template.name or "a partial")
         with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
             other.execute("SET lock_timeout = '1s'")
             try:
@@ -575,4 +604,6 @@ def test_no_product_row_lock_is_held_while_a_template_renders(
     response = operator_client.post(url, {"delta": "-1", "idempotency_key": key}, **extra)
     assert response.status_code == (200 if htmx else 303)
     assert blocked == []
+    # The HTMX answer is rendered (so the check above ran); a plain POST renders nothing.
+    assert bool(rendered) == htmx
     assert _stock(product) == 9

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
@@ -52,6 +52,80 @@ from store.services.stock import stock_adjust, stock_set_optimistic
 TEMPLATE = "dashboard/actions.html"
 ViewFunc = Callable[..., HttpResponse]
 REPLAYED = "Already applied (this form was submitted before): "
+S = TypeVar("S")  # an action's subject: the row it acts on (None for prices)
+
+
+@dataclass(frozen=True)
+class Attempt(Generic[S]):
+    """One valid submission of an action: what its payload, service call and hooks read."""
+
+    request: HtmxHttpRequest
+    subject: S
+    data: dict[str, Any]  # the form's cleaned data
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A valid form the action still refuses, shown on one of its fields."""
+
+    field: str
+    message: str
+    status: int
+
+
+def _nothing(subject: object) -> dict[str, Any]:
+    return {}
+
+
+def _same_values(subject: object, values: QueryDict) -> QueryDict:
+    return values
+
+
+@dataclass(frozen=True)
+class Action(Generic[S]):
+    """One write action, whole: ``action_view`` runs any of them the same way.
+
+    GET renders ``form_class`` fresh; POST validates it (422), asks ``refuse``
+    (its status), shows the ``confirm`` step if there is one, then runs ``perform``
+    (the service call, returning the success message) once per idempotency key with
+    ``payload`` as the key's fingerprint. A domain error re-renders the form as
+    typed, with its message, under a fresh key (409 or 422).
+    """
+
+    name: str  # the idempotency fingerprint's namespace and the form's data-action
+    permission: str  # checked on GET and POST
+    form_class: type[IdempotentForm]
+    url_name: str  # the action's own page (PRG target)
+    event: str  # HX-Trigger: the panels and tables that listen refresh
+    # The subject from the URL's arguments (404 when missing); called inside
+    # ``decides()``, so it is read on the primary.
+    load: Callable[..., S]
+    title: Callable[[S], str]
+    payload: Callable[[Attempt[S]], dict[str, Any]]  # what the key's fingerprint covers
+    perform: Callable[[Attempt[S]], str]  # the service call; returns the message
+    subject: str = ""  # "product" or "order": the subject's name in the partials
+    # Hooks, where an action really differs from the others:
+    context: Callable[[S], dict[str, Any]] = _nothing  # more of what the operator decides on
+    initial: Callable[[S], dict[str, Any]] = _nothing  # the fresh form's values
+    restrict: Callable[[HtmxHttpRequest, IdempotentForm], None] | None = None  # per-user fields
+    refuse: Callable[[Attempt[S]], Refusal | None] | None = None
+    # The values a refused form is shown again with (re-read what moved on).
+    retry_values: Callable[[S, QueryDict], QueryDict] = _same_values
+    # A confirmation step: while the form's ``confirm`` is unset, a POST shows the
+    # ``<name>-confirm`` partial with this context (what would change) instead of acting.
+    confirm: Callable[[Attempt[S]], dict[str, Any]] | None = None
+
+    @property
+    def form_partial(self) -> str:
+        return f"{self.name}-form"
+
+    @property
+    def result_partial(self) -> str:
+        return f"{self.name}-result"
+
+    @property
+    def confirm_partial(self) -> str:
+        return f"{self.name}-confirm"
 
 
 def _page(
@@ -61,82 +135,84 @@ def _page(
     return render_partial_or_page(request, f"{TEMPLATE}#{partial}", context, status=status)
 
 
-def action_view(permission: str) -> Callable[[ViewFunc], ViewFunc]:
-    """An action's form view: GET renders the form, POST runs the action; the
-    permission is checked on both, each render carries a fresh idempotency key (never
-    cached), and what the operator decides on is read from the primary."""
-
-    def decorate(view: ViewFunc) -> ViewFunc:
-        checked = permission_required(permission)(never_cache_htmx(decides()(view)))
-        return require_http_methods(["GET", "POST"])(checked)
-
-    return decorate
-
-
 def _see_other(location: str) -> HttpResponse:
     response = HttpResponseRedirect(location)
     response.status_code = 303
     return response
 
 
-@dataclass(frozen=True)
-class Action:
-    """What every write action shares: its forms' partials, the event its success
-    sends, the URL a plain POST returns to, and what its result names."""
+def action_view(action: Action[Any]) -> ViewFunc:
+    """The view of ``action``: GET renders the form, POST runs the action; the
+    permission is checked on both, each render carries a fresh idempotency key (never
+    cached), and what the operator decides on is read from the primary."""
 
-    name: str  # the idempotency fingerprint's namespace
-    form_partial: str
-    result_partial: str
-    event: str  # HX-Trigger: the panels and tables that listen refresh
-    url_name: str  # the action's own page (PRG target)
-    subject: str = ""  # "product" or "order": the row the result points at
+    def view(request: HtmxHttpRequest, **url_args: Any) -> HttpResponse:
+        subject = action.load(**url_args)
+        context: dict[str, Any] = {"title": action.title(subject), **action.context(subject)}
+        if action.subject:
+            context[action.subject] = subject
+        if request.method == "GET":
+            form = action.form_class.fresh(action.initial(subject))
+            if action.restrict:
+                action.restrict(request, form)
+            return _page(request, action.form_partial, {**context, "form": form})
+        form = action.form_class(request.POST)
+        if action.restrict:
+            action.restrict(request, form)
+        if not form.is_valid():
+            return _page(request, action.form_partial, {**context, "form": form}, status=422)
+        attempt = Attempt(request, subject, form.cleaned_data)
+        refusal = action.refuse(attempt) if action.refuse else None
+        if refusal is not None:
+            form.add_error(refusal.field, refusal.message)
+            ctx = {**context, "form": form}
+            return _page(request, action.form_partial, ctx, status=refusal.status)
+        if action.confirm and not attempt.data["confirm"]:
+            values = request.POST.copy()
+            values["confirm"] = "on"
+            ctx = {**context, "form": action.form_class(values), **action.confirm(attempt)}
+            return _page(request, action.confirm_partial, ctx)
 
+        def refused(message: str, status: int) -> HttpResponse:
+            # Keep what the user typed, under a fresh key, with the message.
+            values = action.retry_values(subject, request.POST.copy())
+            retry = action.form_class(values).rekeyed()
+            retry.is_valid()
+            retry.add_error(None, message)
+            return _page(request, action.form_partial, {**context, "form": retry}, status=status)
 
-ADJUST = Action(
-    "adjust",
-    "adjust-form",
-    "adjust-result",
-    events.STOCK_CHANGED,
-    "store-product-adjust",
-    "product",
-)
-EDIT = Action(
-    "edit", "edit-form", "edit-result", events.STOCK_CHANGED, "store-product-edit", "product"
-)
-PAY = Action("pay", "pay-form", "pay-result", events.ORDER_PAID, "store-order-pay", "order")
-CANCEL = Action(
-    "cancel", "cancel-form", "cancel-result", events.ORDER_CANCELLED, "store-order-cancel", "order"
-)
-PRICES = Action("prices", "price-form", "price-result", events.PRICES_CHANGED, "store-price-change")
+        return _run(request, action, attempt, url_args=url_args, on_error=refused)
+
+    view.__name__ = view.__qualname__ = f"{action.name}_view"
+    checked = permission_required(action.permission)(never_cache_htmx(decides()(view)))
+    return require_http_methods(["GET", "POST"])(checked)
 
 
 def _run(
     request: HtmxHttpRequest,
-    action: Action,
+    action: Action[S],
+    attempt: Attempt[S],
     *,
-    form: IdempotentForm,
-    pk: int | None,
-    payload: dict[str, Any],
-    perform: Callable[[], str],
+    url_args: dict[str, Any],
     on_error: Callable[[str, int], HttpResponse],
 ) -> HttpResponse:
-    """Run ``perform`` (the service call; returns the message) once per idempotency key.
+    """Run the action's service call once per idempotency key.
 
     The key stores the small result (status, message, location), never HTML: the
     answer renders after the transaction has committed, so no row lock is held
     while a template renders, and a replay renders the first answer again.
     """
-    location = reverse(action.url_name, args=[pk] if pk is not None else [])
+    location = reverse(action.url_name, kwargs=url_args)
 
     def stored() -> StoredResponse:
-        message = perform()
+        message = action.perform(attempt)
         return StoredResponse(status=200 if request.htmx else 303, body=message, location=location)
 
     try:
         outcome = idempotency_run(
             user=request.user,  # type: ignore[arg-type]
-            key=form.cleaned_data["idempotency_key"],
-            fingerprint=request_fingerprint(action.name, payload),
+            key=attempt.data["idempotency_key"],
+            fingerprint=request_fingerprint(action.name, action.payload(attempt)),
             perform=stored,
         )
     except StoreError as exc:
@@ -150,243 +226,221 @@ def _run(
         return _see_other(result.location)
     context: dict[str, Any] = {"message": result.body}
     if action.subject:
-        context[action.subject] = {"pk": pk}
+        context[action.subject] = url_args  # the result names its row: {"pk": ...}
     response = render(request, f"{TEMPLATE}#{action.result_partial}", context)
     return trigger_client_event(response, action.event)
 
 
-def _form_error(
-    request: HtmxHttpRequest, partial: str, form: IdempotentForm, context: dict[str, Any]
-) -> Callable[[str, int], HttpResponse]:
-    def respond(message: str, status: int) -> HttpResponse:
-        fresh = form.rekeyed()
-        fresh.is_valid()
-        fresh.add_error(None, message)
-        return _page(request, partial, {**context, "form": fresh}, status=status)
-
-    return respond
+def _product(pk: int) -> Product:
+    return get_object_or_404(Product, pk=pk)
 
 
-# --- stock -------------------------------------------------------------------
+def _order(pk: int) -> Order:
+    return get_object_or_404(Order.objects.select_related("shop"), pk=pk)
 
 
-@action_view("store.adjust_stock")
-def product_adjust(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    product = get_object_or_404(Product, pk=pk)
-    # What the operator decides on: stock, the threshold and the last movements.
-    context: dict[str, Any] = {
-        "product": product,
-        "title": f"Adjust stock: {product.name}",
-        "low_stock_threshold": settings.STOREOPS_LOW_STOCK_THRESHOLD,
-        # Read only when a form renders (not on the success path, before the write).
-        "movements": SimpleLazyObject(lambda: recent_movements(product_id=product.pk)),
-    }
-    if request.method == "GET":
-        return _page(request, ADJUST.form_partial, {**context, "form": AdjustForm.fresh()})
-    form = AdjustForm(request.POST)
-    if not form.is_valid():
-        return _page(request, ADJUST.form_partial, {**context, "form": form}, status=422)
-    delta, reason = form.cleaned_data["delta"], form.cleaned_data["reason"]
+# --- stock: adjust -------------------------------------------------------------
 
-    def perform() -> str:
-        change = stock_adjust(
-            product=product.pk,
-            delta=delta,
-            actor=request.user,
-            reason=reason,
-            idempotency_key=form.cleaned_data["idempotency_key"],
-        )
-        movement = change.movement
-        assert movement is not None
-        return (
-            f"{product.name}: stock {movement.stock_before} → {movement.stock_after} "
-            f"({movement.delta:+d})."
-        )
 
-    return _run(
-        request,
-        ADJUST,
-        form=form,
-        pk=product.pk,
-        payload={"product": product.pk, "delta": delta, "reason": reason},
-        perform=perform,
-        on_error=_form_error(request, ADJUST.form_partial, form, context),
+def _adjust(a: Attempt[Product]) -> str:
+    change = stock_adjust(
+        product=a.subject.pk,
+        delta=a.data["delta"],
+        actor=a.request.user,
+        reason=a.data["reason"],
+        idempotency_key=a.data["idempotency_key"],
+    )
+    movement = change.movement
+    assert movement is not None
+    return (
+        f"{a.subject.name}: stock {movement.stock_before} → {movement.stock_after} "
+        f"({movement.delta:+d})."
     )
 
+
+ADJUST = Action(
+    name="adjust",
+    permission="store.adjust_stock",
+    form_class=AdjustForm,
+    url_name="store-product-adjust",
+    event=events.STOCK_CHANGED,
+    load=_product,
+    subject="product",
+    title=lambda product: f"Adjust stock: {product.name}",
+    # What the operator decides on: stock, the threshold and the last movements,
+    # read only when a form renders (not on the success path, before the write).
+    context=lambda product: {
+        "low_stock_threshold": settings.STOREOPS_LOW_STOCK_THRESHOLD,
+        "movements": SimpleLazyObject(lambda: recent_movements(product_id=product.pk)),
+    },
+    payload=lambda a: {
+        "product": a.subject.pk,
+        "delta": a.data["delta"],
+        "reason": a.data["reason"],
+    },
+    perform=_adjust,
+)
+
+
+# --- stock: optimistic edit ----------------------------------------------------
 
 PRICE_NEEDS_PERMISSION = "Changing the price needs the price permission; stock was not saved."
+CHANGE_PRICE = "store.change_price"
 
 
-def _price_lock(form: EditForm, can_price: bool) -> EditForm:
+def _price_lock(request: HtmxHttpRequest, form: IdempotentForm) -> None:
     """Without the price permission the price is shown read-only (and checked on POST)."""
-    if not can_price:
+    if not request.user.has_perm(CHANGE_PRICE):
         form.fields["price"].widget.attrs["readonly"] = True
         form.fields["price"].help_text = "Price changes need the price permission."
-    return form
 
 
-@action_view("store.adjust_stock")
-def product_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    product = get_object_or_404(Product, pk=pk)
-    context: dict[str, Any] = {"product": product, "title": f"Edit stock and price: {product.name}"}
-    # Stock edits need adjust_stock (above); a price change needs change_price too.
-    can_price = request.user.has_perm("store.change_price")
-    if request.method == "GET":
-        form = EditForm.fresh(
-            {"stock": product.stock, "price": product.price, "version": product.version}
-        )
-        return _page(request, EDIT.form_partial, {**context, "form": _price_lock(form, can_price)})
-    form = _price_lock(EditForm(request.POST), can_price)
-    if not form.is_valid():
-        return _page(request, EDIT.form_partial, {**context, "form": form}, status=422)
-    data = form.cleaned_data
-    if not can_price and data["price"] != product.price:
-        form.add_error("price", PRICE_NEEDS_PERMISSION)
-        return _page(request, EDIT.form_partial, {**context, "form": form}, status=403)
+def _price_refusal(a: Attempt[Product]) -> Refusal | None:
+    if not a.request.user.has_perm(CHANGE_PRICE) and a.data["price"] != a.subject.price:
+        return Refusal("price", PRICE_NEEDS_PERMISSION, 403)
+    return None
 
-    def perform() -> str:
-        change = stock_set_optimistic(
-            product=product.pk,
-            expected_version=data["version"],
-            new_stock=data["stock"],
-            new_price=data["price"] if can_price else None,
-            actor=request.user,
-            reason=data["reason"],
-            idempotency_key=data["idempotency_key"],
-        )
-        updated = change.product
-        return f"{updated.name}: stock {updated.stock}, price {format_money(updated.price)} saved."
 
-    def conflict(message: str, status: int) -> HttpResponse:
-        # Keep what the user typed, but carry the current version so a deliberate
-        # resubmission can win; the message shows the numbers that changed.
-        product.refresh_from_db()
-        values = request.POST.copy()
-        values["version"] = str(product.version)
-        retry = EditForm(values).rekeyed()
-        retry.is_valid()
-        retry.add_error(None, message)
-        ctx = {**context, "product": product, "form": retry}
-        return _page(request, EDIT.form_partial, ctx, status=status)
+def _current_version(product: Product, values: QueryDict) -> QueryDict:
+    # Keep what the user typed, but carry the current version so a deliberate
+    # resubmission can win; the message shows the numbers that changed.
+    product.refresh_from_db()
+    values["version"] = str(product.version)
+    return values
 
-    return _run(
-        request,
-        EDIT,
-        form=form,
-        pk=product.pk,
-        payload={k: data[k] for k in ("stock", "price", "version", "reason")} | {"pk": pk},
-        perform=perform,
-        on_error=conflict,
+
+def _edit(a: Attempt[Product]) -> str:
+    change = stock_set_optimistic(
+        product=a.subject.pk,
+        expected_version=a.data["version"],
+        new_stock=a.data["stock"],
+        new_price=a.data["price"] if a.request.user.has_perm(CHANGE_PRICE) else None,
+        actor=a.request.user,
+        reason=a.data["reason"],
+        idempotency_key=a.data["idempotency_key"],
     )
+    updated = change.product
+    return f"{updated.name}: stock {updated.stock}, price {format_money(updated.price)} saved."
 
 
-# --- orders -------------------------------------------------------------------
+EDIT = Action(
+    name="edit",
+    # Stock edits need adjust_stock; a price change needs change_price too.
+    permission="store.adjust_stock",
+    form_class=EditForm,
+    url_name="store-product-edit",
+    event=events.STOCK_CHANGED,
+    load=_product,
+    subject="product",
+    title=lambda product: f"Edit stock and price: {product.name}",
+    initial=lambda p: {"stock": p.stock, "price": p.price, "version": p.version},
+    restrict=_price_lock,
+    refuse=_price_refusal,
+    retry_values=_current_version,
+    payload=lambda a: (
+        {k: a.data[k] for k in ("stock", "price", "version", "reason")} | {"pk": a.subject.pk}
+    ),
+    perform=_edit,
+)
 
 
-@action_view("store.mark_order_paid")
-def order_pay(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
-    context: dict[str, Any] = {"order": order, "title": f"Pay order #{order.pk}"}
-    if request.method == "GET":
-        return _page(request, PAY.form_partial, {**context, "form": PayForm.fresh()})
-    form = PayForm(request.POST)
-    if not form.is_valid():
-        return _page(request, PAY.form_partial, {**context, "form": form}, status=422)
+# --- orders: pay ---------------------------------------------------------------
 
-    def perform() -> str:
-        result = payment_process(
-            order=order.pk,
-            amount=order.total,
-            idempotency_key=form.cleaned_data["idempotency_key"],
-            actor=request.user,
-        )
-        if result.newly_paid:
-            return f"Order #{order.pk} marked paid."
-        return f"Order #{order.pk} was already paid."
 
-    return _run(
-        request,
-        PAY,
-        form=form,
-        pk=order.pk,
-        payload={"order": order.pk},
-        perform=perform,
-        on_error=_form_error(request, PAY.form_partial, form, context),
+def _pay(a: Attempt[Order]) -> str:
+    result = payment_process(
+        order=a.subject.pk,
+        amount=a.subject.total,
+        idempotency_key=a.data["idempotency_key"],
+        actor=a.request.user,
     )
+    if result.newly_paid:
+        return f"Order #{a.subject.pk} marked paid."
+    return f"Order #{a.subject.pk} was already paid."
 
 
-@action_view("store.cancel_order")
-def order_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """The order saga's compensating step: restock every line, mark it cancelled."""
-    order = get_object_or_404(Order.objects.select_related("shop"), pk=pk)
-    context: dict[str, Any] = {
-        "order": order,
-        "title": f"Cancel order #{order.pk}",
-    }
-    if request.method == "GET":
-        return _page(request, CANCEL.form_partial, {**context, "form": CancelForm.fresh()})
-    form = CancelForm(request.POST)
-    if not form.is_valid():
-        return _page(request, CANCEL.form_partial, {**context, "form": form}, status=422)
-    data = form.cleaned_data
+PAY = Action(
+    name="pay",
+    permission="store.mark_order_paid",
+    form_class=PayForm,
+    url_name="store-order-pay",
+    event=events.ORDER_PAID,
+    load=_order,
+    subject="order",
+    title=lambda order: f"Pay order #{order.pk}",
+    payload=lambda a: {"order": a.subject.pk},
+    perform=_pay,
+)
 
-    def perform() -> str:
-        already = order.cancelled_at is not None
-        order_services.order_cancel(
-            order=order.pk, actor=request.user, reason=data["reason"], refunded=data["refunded"]
-        )
-        if already:
-            return f"Order #{order.pk} was already cancelled."
-        return f"Order #{order.pk} cancelled; every line restocked."
 
-    return _run(
-        request,
-        CANCEL,
-        form=form,
-        pk=order.pk,
-        payload={"order": order.pk, "reason": data["reason"], "refunded": data["refunded"]},
-        perform=perform,
-        on_error=_form_error(request, CANCEL.form_partial, form, context),
+# --- orders: cancel (the order saga's compensating step) -----------------------
+
+
+def _cancel(a: Attempt[Order]) -> str:
+    already = a.subject.cancelled_at is not None
+    order_services.order_cancel(
+        order=a.subject.pk,
+        actor=a.request.user,
+        reason=a.data["reason"],
+        refunded=a.data["refunded"],
     )
+    if already:
+        return f"Order #{a.subject.pk} was already cancelled."
+    return f"Order #{a.subject.pk} cancelled; every line restocked."
 
 
-# --- prices -------------------------------------------------------------------
+CANCEL = Action(
+    name="cancel",
+    permission="store.cancel_order",
+    form_class=CancelForm,
+    url_name="store-order-cancel",
+    event=events.ORDER_CANCELLED,
+    load=_order,
+    subject="order",
+    title=lambda order: f"Cancel order #{order.pk}",
+    payload=lambda a: {
+        "order": a.subject.pk,
+        "reason": a.data["reason"],
+        "refunded": a.data["refunded"],
+    },
+    perform=_cancel,
+)
 
 
-@action_view("store.change_price")
-def prices_change(request: HtmxHttpRequest) -> HttpResponse:
-    """Two steps: the first POST shows what would change, the second applies it."""
-    context: dict[str, Any] = {"title": "Raise or lower prices"}
-    if request.method == "GET":
-        return _page(request, PRICES.form_partial, {**context, "form": PriceChangeForm.fresh()})
-    form = PriceChangeForm(request.POST)
-    if not form.is_valid():
-        return _page(request, PRICES.form_partial, {**context, "form": form}, status=422)
-    data = form.cleaned_data
-    filters = PriceFilter(
+# --- prices (two steps: the first POST shows what would change) -----------------
+
+
+def _price_filter(data: dict[str, Any]) -> PriceFilter:
+    return PriceFilter(
         shop_id=data["shop"].pk if data["shop"] else None,
         category_id=data["category"].pk if data["category"] else None,
     )
-    if not data["confirm"]:
-        preview = price_change_preview(filters=filters)
-        confirm_data = form.data.copy()  # type: ignore[attr-defined]  # a QueryDict
-        confirm_data["confirm"] = "on"
-        ctx = {**context, "form": PriceChangeForm(confirm_data), "preview": preview}
-        return _page(request, "price-confirm", ctx)
 
-    def perform() -> str:
-        changed = price_change(filters=filters, percent=data["percent"], actor=request.user)
-        return f"{changed} price(s) changed by {data['percent']:+d}%."
 
-    return _run(
-        request,
-        PRICES,
-        form=form,
-        pk=None,
-        payload={**filters.__dict__, "percent": data["percent"]},
-        perform=perform,
-        on_error=_form_error(request, PRICES.form_partial, form, context),
-    )
+def _change_prices(a: Attempt[None]) -> str:
+    percent = a.data["percent"]
+    changed = price_change(filters=_price_filter(a.data), percent=percent, actor=a.request.user)
+    return f"{changed} price(s) changed by {percent:+d}%."
+
+
+def _no_subject() -> None:
+    return None
+
+
+PRICES = Action(
+    name="prices",
+    permission=CHANGE_PRICE,
+    form_class=PriceChangeForm,
+    url_name="store-price-change",
+    event=events.PRICES_CHANGED,
+    load=_no_subject,
+    title=lambda _: "Raise or lower prices",
+    confirm=lambda a: {"preview": price_change_preview(filters=_price_filter(a.data))},
+    payload=lambda a: {**_price_filter(a.data).__dict__, "percent": a.data["percent"]},
+    perform=_change_prices,
+)
+
+ACTIONS: tuple[Action[Any], ...] = (ADJUST, EDIT, PAY, CANCEL, PRICES)
 
 
 # --- outbox -------------------------------------------------------------------
