@@ -235,3 +235,19 @@ def test_in_debug_a_failing_panel_stays_in_its_panel(
     expect(outbox.get_by_test_id("stale-badge")).to_contain_text("HTTP 500")
     expect(page.locator("#panels")).to_be_visible()
     expect(page.get_by_text("Traceback of the error page")).to_have_count(0)
+
+
+def test_a_first_load_is_not_followed_by_an_immediate_poll(
+    page: Page, live_server, operator: User, store: None
+) -> None:
+    # The first load swaps the placeholder out, so its request's events never reach
+    # the page; the poll timer must still count the panel as just loaded, not poll it
+    # again at the next tick (which also broke "polling pauses while hidden" at random).
+    _sign_in(page, live_server, operator)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/panels/" in r.url else None)
+    page.goto(f"{live_server.url}/?refresh=1m")
+    _all_loaded(page)
+    page.wait_for_timeout(2500)  # more than the poll timer's 1 s tick
+    per_panel = {name: sum(f"/panels/{name}/" in url for url in requests) for name in PANELS}
+    assert per_panel == dict.fromkeys(PANELS, 1)

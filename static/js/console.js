@@ -203,6 +203,10 @@ document.addEventListener("htmx:afterSettle", (event) => {
   // (After a first load the request's element is the placeholder, now gone: find by id.)
   const name = (panelOf(event.detail.elt) || { dataset: {} }).dataset.panel;
   const panel = name && document.getElementById(`panel-${name}`);
+  // A first load's htmx:afterRequest fires on the placeholder it swapped out, which
+  // no longer reaches the document: count the panel as loaded now, or the timer
+  // would poll it again at its next tick.
+  if (panel && isPanelRefresh(event.detail.elt)) loadedAt.set(name, Date.now());
   if (panel && panel.querySelector(":scope > [data-repoll]")) {
     setTimeout(() => {
       if (panel.isConnected && panel.querySelector(":scope > [data-repoll]")) refreshPanel(panel);
