@@ -251,3 +251,32 @@ def test_a_first_load_is_not_followed_by_an_immediate_poll(
     page.wait_for_timeout(2500)  # more than the poll timer's 1 s tick
     per_panel = {name: sum(f"/panels/{name}/" in url for url in requests) for name in PANELS}
     assert per_panel == dict.fromkeys(PANELS, 1)
+
+
+# The smallest text each chart draws, in CSS pixels: an SVG's text scales with it.
+_CHART_TEXT_PX = """() => [...document.querySelectorAll("[data-panel] svg[viewBox]")]
+  .filter((svg) => svg.querySelector("text"))
+  .map((svg) => {
+    const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    const sizes = [...svg.querySelectorAll("text")].map((t) => Number(t.getAttribute("font-size")));
+    return [svg.closest("[data-panel]").dataset.panel, Math.round(scale * Math.min(...sizes) * 10) / 10];
+  })"""
+
+
+@pytest.mark.parametrize(("width", "height"), [(1440, 900), (390, 844)])
+def test_chart_labels_stay_readable(
+    page: Page, live_server, operator: User, store: None, width: int, height: int
+) -> None:
+    # Charts scale with their box: squeezed into a narrow panel or a phone, their
+    # axis labels and values shrank to 4-6 px.
+    page.set_viewport_size({"width": width, "height": height})
+    _sign_in(page, live_server, operator)
+    page.goto(f"{live_server.url}/?refresh=off")
+    _all_loaded(page)
+    sizes = page.evaluate(_CHART_TEXT_PX)
+    assert {name for name, _ in sizes} >= {"category-stats", "sales-series", "stock-series"}
+    assert [(name, px) for name, px in sizes if px < 8] == []
+    sideways = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert sideways <= 0
