@@ -194,8 +194,12 @@ def test_nothing_is_hidden_at_desktop_and_phone_widths(
         page.goto(f"{live_server.url}{path}")
         if path == "/":
             _all_loaded(page)
+            # Every panel body, and every scroll box inside one (the tables sit in
+            # .table-responsive, which would otherwise hide their overflow from the body).
             overflowing = page.evaluate(
-                """() => [...document.querySelectorAll("[data-panel] .panel-body")]
+                """() => [...document.querySelectorAll("[data-panel] .panel-body, [data-panel] .panel-body *")]
+                  .filter((b) => b.matches(".panel-body") || (getComputedStyle(b).overflowX !== "visible"
+                    && !b.matches(".visually-hidden")))
                   .filter((b) => b.scrollWidth > b.clientWidth)
                   .map((b) => b.closest("[data-panel]").dataset.panel)"""
             )
