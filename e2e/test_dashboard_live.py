@@ -197,9 +197,11 @@ def test_nothing_is_hidden_at_desktop_and_phone_widths(
             # Every panel body, and every scroll box inside one (the tables sit in
             # .table-responsive, which would otherwise hide their overflow from the body).
             overflowing = page.evaluate(
-                """() => [...document.querySelectorAll("[data-panel] .panel-body, [data-panel] .panel-body *")]
-                  .filter((b) => b.matches(".panel-body") || (getComputedStyle(b).overflowX !== "visible"
-                    && !b.matches(".visually-hidden")))
+                """() => [...document.querySelectorAll(
+                    "[data-panel] .panel-body, [data-panel] .panel-body *")]
+                  .filter((b) => b.matches(".panel-body")
+                    || (getComputedStyle(b).overflowX !== "visible"
+                        && !b.matches(".visually-hidden")))
                   .filter((b) => b.scrollWidth > b.clientWidth)
                   .map((b) => b.closest("[data-panel]").dataset.panel)"""
             )
@@ -262,8 +264,10 @@ _CHART_TEXT_PX = """() => [...document.querySelectorAll("[data-panel] svg[viewBo
   .filter((svg) => svg.querySelector("text"))
   .map((svg) => {
     const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
-    const sizes = [...svg.querySelectorAll("text")].map((t) => Number(t.getAttribute("font-size")));
-    return [svg.closest("[data-panel]").dataset.panel, Math.round(scale * Math.min(...sizes) * 10) / 10];
+    const sizes = [...svg.querySelectorAll("text")]
+      .map((t) => Number(t.getAttribute("font-size")));
+    const px = Math.round(scale * Math.min(...sizes) * 10) / 10;
+    return [svg.closest("[data-panel]").dataset.panel, px];
   })"""
 
 
@@ -284,3 +288,26 @@ def test_chart_labels_stay_readable(
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert sideways <= 0
+
+
+def test_pause_stops_polling_and_refresh_now_reloads_every_panel(
+    page: Page, live_server, operator: User, store: None
+) -> None:
+    _sign_in(page, live_server, operator)
+    page.goto(f"{live_server.url}/?refresh=5s")
+    _all_loaded(page)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/panels/" in r.url else None)
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("button", name="Resume")).to_have_attribute("aria-pressed", "true")
+    page.wait_for_timeout(6500)  # more than one 5 s interval
+    assert requests == []
+    page.get_by_role("button", name="Refresh now").click()  # works while paused too
+    page.wait_for_timeout(1500)
+    assert {name for name in PANELS if any(f"/panels/{name}/" in url for url in requests)} == set(
+        PANELS
+    )
+    _all_loaded(page)
+    page.get_by_role("button", name="Resume").click()
+    with page.expect_request(re.compile(r"/panels/"), timeout=8000):
+        pass
