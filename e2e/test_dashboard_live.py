@@ -164,6 +164,10 @@ def test_shard_health_goes_grey_when_its_request_fails(
         expect(rows.nth(i)).to_have_attribute("data-status", "unknown")
         expect(rows.nth(i).locator(".badge")).to_have_text("unknown")
         expect(rows.nth(i).locator(".badge")).to_have_class(re.compile("text-bg-secondary"))
+    # The cache's badge too: the panel vouches for nothing while it cannot be reached.
+    cache_health = health.get_by_test_id("cache-health")
+    expect(cache_health).to_have_attribute("data-status", "unknown")
+    expect(cache_health.locator(".badge")).to_have_text("unknown")
 
 
 def test_headline_figures_change_after_an_adjustment(

@@ -155,7 +155,7 @@ function updateSummary() {
 
 // A panel whose refresh fails (server error, network down) keeps its last content,
 // dimmed, with a warning badge in its header saying why; shard health cannot vouch
-// for any database then, so every badge turns grey "unknown". The next good
+// for any database (or the cache) then, so every badge turns grey "unknown". The next good
 // refresh morphs the panel back to what the server sends, which has none of this.
 function panelFailed(event) {
   const panel = isPanelRefresh(event.detail.elt);
@@ -183,6 +183,15 @@ function panelFailed(event) {
         badge.textContent = "unknown";
       }
     });
+    const cacheHealth = panel.querySelector('[data-testid="cache-health"]');
+    if (cacheHealth) {
+      cacheHealth.dataset.status = "unknown";
+      const badge = cacheHealth.querySelector(".badge");
+      if (badge) {
+        badge.className = "badge text-bg-secondary";
+        badge.textContent = "unknown";
+      }
+    }
     const overall = panel.querySelector('[data-testid="overall-status"]');
     if (overall) overall.textContent = "unknown";
   }
