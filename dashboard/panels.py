@@ -214,6 +214,7 @@ PANELS: dict[str, Panel] = {
             events=STOCK_EVENTS,
             ttl=60,
             follows_range="range",
+            width="wide",  # a chart squeezed into one track has 6 px labels
         ),
         Panel(
             name="shop-activity",

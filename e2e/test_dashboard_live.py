@@ -164,6 +164,10 @@ def test_shard_health_goes_grey_when_its_request_fails(
         expect(rows.nth(i)).to_have_attribute("data-status", "unknown")
         expect(rows.nth(i).locator(".badge")).to_have_text("unknown")
         expect(rows.nth(i).locator(".badge")).to_have_class(re.compile("text-bg-secondary"))
+    # The cache's badge too: the panel vouches for nothing while it cannot be reached.
+    cache_health = health.get_by_test_id("cache-health")
+    expect(cache_health).to_have_attribute("data-status", "unknown")
+    expect(cache_health.locator(".badge")).to_have_text("unknown")
 
 
 def test_headline_figures_change_after_an_adjustment(
@@ -174,6 +178,9 @@ def test_headline_figures_change_after_an_adjustment(
     _all_loaded(page)
     units = page.get_by_test_id("figure-units")
     before = int(units.inner_text().replace(",", ""))
+    # The store's products were created this hour, so the change counts their stock too.
+    change = page.get_by_test_id("change-units")
+    change_before = int(change.inner_text().split()[0].replace(",", "").replace("±", ""))
     row = page.locator('[data-panel="low-stock"]').get_by_role("row").filter(has_text="Low item 00")
     row.get_by_role("button", name="Adjust").click()
     form = page.locator('[data-action="adjust"]')
@@ -181,7 +188,7 @@ def test_headline_figures_change_after_an_adjustment(
     form.get_by_label("Reason").fill("delivery")
     form.get_by_role("button", name="Apply adjustment").click()
     expect(units).to_have_text(f"{before + 25:,}")
-    expect(page.get_by_test_id("change-units")).to_contain_text("+25")
+    expect(change).to_contain_text(f"{change_before + 25:+,} ")
 
 
 @pytest.mark.parametrize(("width", "height"), [(1440, 900), (390, 844)])
@@ -194,8 +201,14 @@ def test_nothing_is_hidden_at_desktop_and_phone_widths(
         page.goto(f"{live_server.url}{path}")
         if path == "/":
             _all_loaded(page)
+            # Every panel body, and every scroll box inside one (the tables sit in
+            # .table-responsive, which would otherwise hide their overflow from the body).
             overflowing = page.evaluate(
-                """() => [...document.querySelectorAll("[data-panel] .panel-body")]
+                """() => [...document.querySelectorAll(
+                    "[data-panel] .panel-body, [data-panel] .panel-body *")]
+                  .filter((b) => b.matches(".panel-body")
+                    || (getComputedStyle(b).overflowX !== "visible"
+                        && !b.matches(".visually-hidden")))
                   .filter((b) => b.scrollWidth > b.clientWidth)
                   .map((b) => b.closest("[data-panel]").dataset.panel)"""
             )
@@ -235,3 +248,73 @@ def test_in_debug_a_failing_panel_stays_in_its_panel(
     expect(outbox.get_by_test_id("stale-badge")).to_contain_text("HTTP 500")
     expect(page.locator("#panels")).to_be_visible()
     expect(page.get_by_text("Traceback of the error page")).to_have_count(0)
+
+
+def test_a_first_load_is_not_followed_by_an_immediate_poll(
+    page: Page, live_server, operator: User, store: None
+) -> None:
+    # The first load swaps the placeholder out, so its request's events never reach
+    # the page; the poll timer must still count the panel as just loaded, not poll it
+    # again at the next tick (which also broke "polling pauses while hidden" at random).
+    _sign_in(page, live_server, operator)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/panels/" in r.url else None)
+    page.goto(f"{live_server.url}/?refresh=1m")
+    _all_loaded(page)
+    page.wait_for_timeout(2500)  # more than the poll timer's 1 s tick
+    per_panel = {name: sum(f"/panels/{name}/" in url for url in requests) for name in PANELS}
+    assert per_panel == dict.fromkeys(PANELS, 1)
+
+
+# The smallest text each chart draws, in CSS pixels: an SVG's text scales with it.
+_CHART_TEXT_PX = """() => [...document.querySelectorAll("[data-panel] svg[viewBox]")]
+  .filter((svg) => svg.querySelector("text"))
+  .map((svg) => {
+    const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    const sizes = [...svg.querySelectorAll("text")]
+      .map((t) => Number(t.getAttribute("font-size")));
+    const px = Math.round(scale * Math.min(...sizes) * 10) / 10;
+    return [svg.closest("[data-panel]").dataset.panel, px];
+  })"""
+
+
+@pytest.mark.parametrize(("width", "height"), [(1440, 900), (390, 844)])
+def test_chart_labels_stay_readable(
+    page: Page, live_server, operator: User, store: None, width: int, height: int
+) -> None:
+    # Charts scale with their box: squeezed into a narrow panel or a phone, their
+    # axis labels and values shrank to 4-6 px.
+    page.set_viewport_size({"width": width, "height": height})
+    _sign_in(page, live_server, operator)
+    page.goto(f"{live_server.url}/?refresh=off")
+    _all_loaded(page)
+    sizes = page.evaluate(_CHART_TEXT_PX)
+    assert {name for name, _ in sizes} >= {"category-stats", "sales-series", "stock-series"}
+    assert [(name, px) for name, px in sizes if px < 8] == []
+    sideways = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert sideways <= 0
+
+
+def test_pause_stops_polling_and_refresh_now_reloads_every_panel(
+    page: Page, live_server, operator: User, store: None
+) -> None:
+    _sign_in(page, live_server, operator)
+    page.goto(f"{live_server.url}/?refresh=5s")
+    _all_loaded(page)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/panels/" in r.url else None)
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("button", name="Resume")).to_have_attribute("aria-pressed", "true")
+    page.wait_for_timeout(6500)  # more than one 5 s interval
+    assert requests == []
+    page.get_by_role("button", name="Refresh now").click()  # works while paused too
+    page.wait_for_timeout(1500)
+    assert {name for name in PANELS if any(f"/panels/{name}/" in url for url in requests)} == set(
+        PANELS
+    )
+    _all_loaded(page)
+    page.get_by_role("button", name="Resume").click()
+    with page.expect_request(re.compile(r"/panels/"), timeout=8000):
+        pass

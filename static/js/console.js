@@ -155,7 +155,7 @@ function updateSummary() {
 
 // A panel whose refresh fails (server error, network down) keeps its last content,
 // dimmed, with a warning badge in its header saying why; shard health cannot vouch
-// for any database then, so every badge turns grey "unknown". The next good
+// for any database (or the cache) then, so every badge turns grey "unknown". The next good
 // refresh morphs the panel back to what the server sends, which has none of this.
 function panelFailed(event) {
   const panel = isPanelRefresh(event.detail.elt);
@@ -183,6 +183,15 @@ function panelFailed(event) {
         badge.textContent = "unknown";
       }
     });
+    const cacheHealth = panel.querySelector('[data-testid="cache-health"]');
+    if (cacheHealth) {
+      cacheHealth.dataset.status = "unknown";
+      const badge = cacheHealth.querySelector(".badge");
+      if (badge) {
+        badge.className = "badge text-bg-secondary";
+        badge.textContent = "unknown";
+      }
+    }
     const overall = panel.querySelector('[data-testid="overall-status"]');
     if (overall) overall.textContent = "unknown";
   }
@@ -203,6 +212,10 @@ document.addEventListener("htmx:afterSettle", (event) => {
   // (After a first load the request's element is the placeholder, now gone: find by id.)
   const name = (panelOf(event.detail.elt) || { dataset: {} }).dataset.panel;
   const panel = name && document.getElementById(`panel-${name}`);
+  // A first load's htmx:afterRequest fires on the placeholder it swapped out, which
+  // no longer reaches the document: count the panel as loaded now, or the timer
+  // would poll it again at its next tick.
+  if (panel && isPanelRefresh(event.detail.elt)) loadedAt.set(name, Date.now());
   if (panel && panel.querySelector(":scope > [data-repoll]")) {
     setTimeout(() => {
       if (panel.isConnected && panel.querySelector(":scope > [data-repoll]")) refreshPanel(panel);
