@@ -284,12 +284,10 @@ def test_query_count_is_constant(
         assert _panel(viewer_client, name).status_code == 200
     # Rollup reads: a few small queries per panel, whatever the size (trending's
     # five: are the rolling windows current, is its window, top rows, names, series).
-    # ops-series reads the probes' samples from the cache: no query at all. The
-    # headline's eight: the overview's three and five 48-hour range reads for its trends.
-    most = 8 if name == "headline" else 5
-    assert (0 if name == "ops-series" else 1) <= len(seen.panel) <= most
+    # ops-series reads the probes' samples from the cache: no query at all.
+    assert (0 if name == "ops-series" else 1) <= len(seen.panel) <= 5
     cache.clear()
-    with django_assert_max_num_queries(most + 4):
+    with django_assert_max_num_queries(9):
         assert _panel(viewer_client, name).status_code == 200
 
 

@@ -12,7 +12,6 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Coalesce
 
 # The partial index covers every threshold ops staff normally pick (the default is 5).
 LOW_STOCK_INDEX_MAX = 20
@@ -99,8 +98,6 @@ class Product(models.Model):
                 name="product_low_stock",
                 condition=Q(stock__lte=LOW_STOCK_INDEX_MAX),
             ),
-            # The headline's products-per-hour: a range read over the last 48 hours.
-            models.Index(fields=["created_at"], name="product_created"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(stock__gte=0), name="product_stock_gte_0"),
@@ -151,10 +148,6 @@ class Order(models.Model):
             # The orders table sorts by these.
             models.Index(fields=["total"], name="order_total"),
             models.Index(fields=["item_count"], name="order_item_count"),
-            # When an order left the open state: paid, or cancelled while unpaid (a
-            # refunded order keeps its paid_at). The headline's open orders per hour
-            # read a range of it; the query must spell the same expression.
-            models.Index(Coalesce("paid_at", "cancelled_at"), name="order_left_open"),
         ]
 
     def __str__(self) -> str:
