@@ -30,7 +30,6 @@ from itertools import islice
 from typing import Any
 
 import django_tables2 as tables
-import psycopg
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.db.models import Case, CharField, F, Func, QuerySet, Value, When
@@ -300,11 +299,7 @@ def _export_deadline(connection: Any, cursor: Any) -> Iterator[None]:
         "SELECT set_config('statement_timeout', %s, false)", [f"{int(seconds * 1000)}ms"]
     )
     try:
-        fd = connection.connection.pgconn.socket
-    except (AttributeError, psycopg.Error):
-        fd = None  # already broken (or replaced by the primary's): it fails on its own
-    try:
-        with deadlines.watched(connection.alias, fd, seconds + 1 if seconds else 0):
+        with connection.watch(seconds + deadlines.GRACE_SECONDS if seconds else 0):
             yield
     finally:
         with contextlib.suppress(DatabaseError):

@@ -118,8 +118,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
     _generation = 0
 
     @contextlib.contextmanager
-    def watch(self) -> Iterator[None]:
-        seconds = deadlines.seconds_for(self.alias)
+    def watch(self, seconds: float | None = None) -> Iterator[None]:
+        """The block under the alias's deadline, or ``seconds`` (0: none) when given."""
+        if seconds is None:
+            seconds = deadlines.seconds_for(self.alias)
         fd = None
         if seconds and self.connection is not None:
             try:
