@@ -106,6 +106,20 @@ def test_headline_figures_are_a_panel_that_follows_writes(viewer_client: Client)
     assert "vs a day earlier" in body
 
 
+def test_every_headline_card_draws_its_day_and_colours_bad_news_red(
+    viewer_client: Client,
+) -> None:
+    tools = factories.category("Tools")
+    factories.product(shop=factories.shop("Main"), category=tools, stock=0)  # new, out
+    body = viewer_client.get("/panels/headline/", **HX).content.decode()
+    for key in ("products", "units", "low-stock", "out-of-stock", "open-orders"):
+        assert f'data-testid="change-{key}"' in body, key
+    assert body.count('class="sparkline"') == 7
+    # A new product is good news; one more product out of stock is not.
+    assert re.search(r'text-success-emphasis" data-testid="change-products">\+1 ', body)
+    assert re.search(r'text-danger-emphasis" data-testid="change-out-of-stock">\+1 ', body)
+
+
 def test_staleness_hooks_are_rendered(viewer_client: Client) -> None:
     body = viewer_client.get("/panels/category-stats/", **HX).content.decode()
     assert 'data-testid="panel-age" data-computed-at="' in body

@@ -15,7 +15,12 @@ def fill(apps, schema_editor):
     from store.services.rollup_rebuild import rollups_rebuild
 
     # The ledger was not folded yet (0013): every ledger row counts in the rollup.
-    rollups_rebuild(batch_products=None, ledger_tail=False)
+    # The rollups that existed then (store hours came in 0014, which fills its own).
+    rollups_rebuild(
+        names=("product-revenue", "product-sales", "categories", "shops", "shop-sales"),
+        batch_products=None,
+        ledger_tail=False,
+    )
 
 
 class Migration(migrations.Migration):

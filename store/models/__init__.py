@@ -31,6 +31,7 @@ from store.models.customers import (
 )
 from store.models.rollups import (
     ROLLUP_SLOTS,
+    STORE_HOUR_COLUMNS,
     CategoryRollup,
     LedgerFold,
     ProductRevenue,
@@ -39,12 +40,14 @@ from store.models.rollups import (
     SalesWindow,
     ShopRollup,
     ShopSales,
+    StoreHour,
 )
 
 __all__ = [
     "LOW_STOCK_INDEX_MAX",
     "ROLLUP_SLOTS",
     "SHARDED_MODELS",
+    "STORE_HOUR_COLUMNS",
     "Category",
     "CategoryRollup",
     "Console",
@@ -69,4 +72,5 @@ __all__ = [
     "ShopRollup",
     "ShopSales",
     "StockMovement",
+    "StoreHour",
 ]

@@ -179,3 +179,35 @@ class SalesWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.window_hours} h from {self.start:%Y-%m-%d %H}:00"
+
+
+# StoreHour's level columns, in the order the rollup code keeps them.
+STORE_HOUR_COLUMNS = ("products", "units", "low_stock", "out_of_stock", "open_orders")
+
+
+class StoreHour(models.Model):
+    """How the store-wide levels moved in one hour (UTC), summed over slots.
+
+    Each column is the hour's net change of a headline level: products, units in
+    stock, low stock (at ``STOREOPS_LOW_STOCK_THRESHOLD``), out of stock, open
+    orders. The rows of all hours add up to today's levels; the headline walks back
+    from those through the last 48 hours' rows (``store.selectors.overview``). Kept
+    by the writes that keep CategoryRollup and ShopRollup, at the hour of the write;
+    stock changes by the ledger fold, at the hour of each ledger row (readers add
+    the unfolded tail).
+    """
+
+    hour = models.DateTimeField()
+    slot = models.PositiveSmallIntegerField()
+    products = models.BigIntegerField(default=0, db_default=0)
+    units = models.BigIntegerField(default=0, db_default=0)
+    low_stock = models.BigIntegerField(default=0, db_default=0)
+    out_of_stock = models.BigIntegerField(default=0, db_default=0)
+    open_orders = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        # The key's index serves the headline's range of hours too.
+        constraints = [models.UniqueConstraint(fields=["hour", "slot"], name="storehour_key")]
+
+    def __str__(self) -> str:
+        return f"store at {self.hour:%Y-%m-%d %H}:00 [{self.slot}]"

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Count, F, Max, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncHour
+from django.utils import timezone
 
 from store.models import (
     ROLLUP_SLOTS,
+    STORE_HOUR_COLUMNS,
     CategoryRollup,
     LedgerFold,
     Order,
@@ -32,6 +34,7 @@ from store.models import (
     ShopRollup,
     ShopSales,
     StockMovement,
+    StoreHour,
 )
 
 # Net revenue: paid and not cancelled (a paid order is only cancelled with a refund).
@@ -209,6 +212,124 @@ def shop_sales_rows(*, shop_id: int | None = None) -> QuerySet[Any]:
     )
 
 
+# --- Store hours: how the headline levels moved per hour ------------------------
+
+
+def _hourly(queryset: QuerySet[Any], moment: Any, slot: Any | None) -> QuerySet[Any]:
+    """Grouped by the hour of ``moment`` (and by ``slot`` unless it is None)."""
+    grouped = queryset.order_by().annotate(hour=TruncHour(moment, tzinfo=UTC))
+    if slot is None:
+        return grouped.values("hour")
+    return grouped.annotate(slot=slot).values("hour", "slot")
+
+
+def _ledger_as_store_hours(
+    rows: QuerySet[StockMovement], *, sign: int = 1, per_slot: bool = True
+) -> QuerySet[Any]:
+    deltas = _stock_deltas(sign)
+    slot = F("product_id") % ROLLUP_SLOTS if per_slot else None
+    return _hourly(rows, "created_at", slot).annotate(
+        products=Value(0),
+        units=deltas["stock_sum"],
+        low_stock=deltas["low_stock"],
+        out_of_stock=deltas["out_of_stock"],
+        open_orders=Value(0),
+    )
+
+
+def store_hour_tail(
+    *, sign: int = 1, per_slot: bool = True, since: datetime | None = None
+) -> QuerySet[Any]:
+    """The unfolded ledger as StoreHour deltas per hour (x slot), from ``since``."""
+    rows = _unfolded_ledger()
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    return _ledger_as_store_hours(rows, sign=sign, per_slot=per_slot)
+
+
+def as_utc_hour(hour: datetime | str) -> datetime:
+    """An hour as an aware UTC datetime (SQLite hands back a TruncHour as text)."""
+    if isinstance(hour, str):
+        hour = datetime.fromisoformat(hour)
+    return hour if timezone.is_aware(hour) else hour.replace(tzinfo=UTC)
+
+
+def store_hour_parts() -> list[QuerySet[Any]]:
+    """StoreHour rebuilt from the base tables: four full scans, each grouped by hour x
+    slot, whose sums are the table. What history keeps: products at their creation
+    with their initial stock, every ledger row at its time, orders opening when
+    placed and leaving the open state when paid or cancelled. A deleted product
+    leaves no record, so a rebuilt history leaves it out of every hour (while it is
+    kept, the live rows hold its creation and its deletion).
+    """
+    low = settings.STOREOPS_LOW_STOCK_THRESHOLD
+    slot = F("pk") % ROLLUP_SLOTS
+    products = _hourly(Product.objects.all(), "created_at", slot).annotate(
+        products=Count("pk"),
+        units=Sum("initial_stock"),
+        low_stock=Count("pk", filter=Q(initial_stock__lte=low)),
+        out_of_stock=Count("pk", filter=Q(initial_stock=0)),
+        open_orders=Value(0),
+    )
+    nothing = {c: Value(0) for c in STORE_HOUR_COLUMNS[:4]}
+    placed = _hourly(Order.objects.all(), "created_at", slot).annotate(
+        **nothing, open_orders=Count("pk")
+    )
+    left = _hourly(
+        Order.objects.filter(Q(paid=True) | Q(cancelled_at__isnull=False)),
+        Coalesce("paid_at", "cancelled_at", "created_at"),
+        slot,
+    ).annotate(**nothing, open_orders=-Count("pk"))
+    return [products, _ledger_as_store_hours(StockMovement.objects.all()), placed, left]
+
+
+def _store_levels_by_slot() -> QuerySet[Any]:
+    """Today's catalog levels per slot: what all StoreHour rows add up to."""
+    low = settings.STOREOPS_LOW_STOCK_THRESHOLD
+    return (
+        Product.objects.order_by()
+        .annotate(slot=F("pk") % ROLLUP_SLOTS)
+        .values("slot")
+        .annotate(
+            products=Count("pk"),
+            units=Sum("stock"),
+            low_stock=Count("pk", filter=Q(stock__lte=low)),
+            out_of_stock=Count("pk", filter=Q(stock=0)),
+        )
+    )
+
+
+def _open_orders_by_slot() -> QuerySet[Any]:
+    return (
+        Order.objects.filter(paid=False, cancelled_at__isnull=True)
+        .order_by()
+        .annotate(slot=F("pk") % ROLLUP_SLOTS)
+        .values("slot")
+        .annotate(open_orders=Count("pk"))
+    )
+
+
+def _store_tail_by_slot() -> QuerySet[Any]:
+    deltas = _stock_deltas()
+    return (
+        _unfolded_ledger()
+        .annotate(slot=F("product_id") % ROLLUP_SLOTS)
+        .values("slot")
+        .annotate(
+            products=Value(0),
+            units=deltas["stock_sum"],
+            low_stock=deltas["low_stock"],
+            out_of_stock=deltas["out_of_stock"],
+        )
+    )
+
+
+def _store_hour_sums(*columns: str) -> str:
+    sums = ", ".join(f"SUM({c}) AS {c}" for c in columns)
+    # Column names from STORE_HOUR_COLUMNS, not input.
+    return f"(SELECT slot, {sums} FROM {StoreHour._meta.db_table} GROUP BY slot) s"  # noqa: S608
+
+
 def select_columns(queryset: QuerySet[Any]) -> list[str]:
     """The SELECT's column order as Django compiles it: fields, then annotations."""
     query = queryset.query
@@ -275,6 +396,23 @@ CHECKS = (
         (("orders", "number"), ("revenue", "number")),
         shop_sales_rows,
     ),
+    # Store hours are history, so only their sums can be checked: all hours of a
+    # slot add up to today's levels of the products and orders in that slot.
+    Check(
+        "store hours: catalog",
+        _store_hour_sums(*STORE_HOUR_COLUMNS[:4]),
+        ("slot",),
+        tuple((c, "number") for c in STORE_HOUR_COLUMNS[:4]),
+        _store_levels_by_slot,
+        _store_tail_by_slot,
+    ),
+    Check(
+        "store hours: open orders",
+        _store_hour_sums("open_orders"),
+        ("slot",),
+        (("open_orders", "number"),),
+        _open_orders_by_slot,
+    ),
 )
 
 
@@ -286,6 +424,8 @@ CHECK_ROLLUP = {
     "product sales": "product-sales",
     "shops": "shops",
     "shop sales": "shop-sales",
+    "store hours: catalog": "store-hours",
+    "store hours: open orders": "store-hours",
 }
 
 

@@ -1,4 +1,4 @@
-"""The stock ledger, folded into the stock columns of CategoryRollup.
+"""The stock ledger, folded into the stock columns of CategoryRollup and StoreHour.
 
 The stock ledger is already an append-only log of every stock change, so a stock
 change writes nothing to the rollups (the hot adjustment statement stays one row
@@ -13,7 +13,7 @@ from django.db import connections, transaction
 from django.db.models import Count
 
 from store.models import LedgerFold, StockMovement
-from store.selectors.rollups import stock_tail
+from store.selectors.rollups import as_utc_hour, stock_tail, store_hour_tail
 from store.services.rollups import RollupDeltas
 
 
@@ -85,6 +85,12 @@ def stock_ledger_fold() -> int:
                 values[3] += row["low_stock"]
                 values[4] += row["out_of_stock"]
                 rows += row["rows"]
+            # The same rows again, by the hour they were written in.
+            for row in store_hour_tail().filter(pk__lte=end):
+                hour = deltas.store_hours[(as_utc_hour(row["hour"]), row["slot"])]
+                hour[1] += row["units"]
+                hour[2] += row["low_stock"]
+                hour[3] += row["out_of_stock"]
             deltas.apply()
             fold.folded_id = end
         if db.vendor != "postgresql":

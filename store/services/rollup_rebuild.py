@@ -23,13 +23,21 @@ from store.models import (
     ShopRollup,
     ShopSales,
     StockMovement,
+    StoreHour,
 )
 from store.selectors import rollups as full
 from store.services.rollups import hold_writers
 from store.services.sales_windows import sales_windows_advance
 
 # In rebuild order: category revenue is summed from the product revenue rollup.
-ROLLUP_NAMES = ("product-revenue", "product-sales", "categories", "shops", "shop-sales")
+ROLLUP_NAMES = (
+    "product-revenue",
+    "product-sales",
+    "categories",
+    "shops",
+    "shop-sales",
+    "store-hours",
+)
 
 
 def _insert_from(cursor: Any, model: Any, queryset: QuerySet[Any], conflict: str = "") -> None:
@@ -50,6 +58,9 @@ def _rebuild_batch(cursor: Any, name: str, scope: Any, *, ledger_tail: bool) -> 
     if scope is None and cursor.db.vendor == "postgresql":
         # Whole-table aggregates sort and hash millions of rows: let them use memory.
         cursor.execute("SET LOCAL work_mem = '128MB'")
+    if name == "store-hours":
+        _rebuild_store_hours(cursor, ledger_tail=ledger_tail)
+        return
     if name in ("categories", "shops", "shop-sales"):
         model: Any = {"categories": CategoryRollup, "shops": ShopRollup, "shop-sales": ShopSales}[
             name
@@ -102,6 +113,24 @@ def _rebuild_batch(cursor: Any, name: str, scope: Any, *, ledger_tail: bool) -> 
     _insert_from(cursor, model, rows(product_range=(first, stop)))
 
 
+def _rebuild_store_hours(cursor: Any, *, ledger_tail: bool) -> None:
+    """The whole history at once (a batch of hours would still scan every table)."""
+    if ledger_tail and cursor.db.vendor == "postgresql":
+        # As for categories: stock writers reach this rollup through the ledger.
+        cursor.execute(f"LOCK TABLE {StockMovement._meta.db_table} IN SHARE ROW EXCLUSIVE MODE")
+    hold_writers(cursor, StoreHour)
+    StoreHour.objects.all().delete()
+    table = StoreHour._meta.db_table
+    add = "ON CONFLICT (hour, slot) DO UPDATE SET " + ", ".join(
+        f"{c} = {table}.{c} + excluded.{c}" for c in full.STORE_HOUR_COLUMNS
+    )
+    parts = full.store_hour_parts()
+    if ledger_tail:
+        parts.append(full.store_hour_tail(sign=-1))  # readers add the tail themselves
+    for part in parts:
+        _insert_from(cursor, StoreHour, part, add)
+
+
 def rollups_rebuild(
     *,
     names: Sequence[str] = ROLLUP_NAMES,
@@ -133,10 +162,11 @@ def rollups_rebuild(
         plan: list[tuple[str, Any]] = [(name, None) for name in names]
     else:
         ranges = [(n, n + batch_products) for n in range(0, last_product + 1, batch_products)]
+        batches: dict[str, list[Any]] = {"store-hours": [None]}  # one history
         plan = [
             (name, scope)
             for name in names
-            for scope in (ranges if name.startswith("product") else shop_ids)
+            for scope in batches.get(name, ranges if name.startswith("product") else shop_ids)
         ]
     for done, (name, scope) in enumerate(plan, start=1):
         with transaction.atomic(), connections["default"].cursor() as cursor:

@@ -3,15 +3,17 @@
 Every write adds its *contribution* to the rollups inside its own transaction: a
 product contributes its count, price, stock and low-stock flags to its shop x
 category; a paid, not cancelled order contributes its revenue per product, per
-hour, per shop; an open order counts as open. A change is the new contribution
-minus the old one. ``RollupDeltas`` collects a transaction's deltas and ``apply()``
-writes them as ``x = x + d`` upserts, one statement per table, rows in key order
-and tables in one fixed order (product revenue, categories, product sales, shops,
-shop sales), so two writers never wait on each other's rollup rows in a cycle.
+hour, per shop; an open order counts as open. Products and open orders also count
+in the store-wide change of the hour they are written in (StoreHour). A change is
+the new contribution minus the old one. ``RollupDeltas`` collects a transaction's
+deltas and ``apply()`` writes them as ``x = x + d`` upserts, one statement per
+table, rows in key order and tables in one fixed order (product revenue,
+categories, product sales, shops, shop sales, store hours), so two writers never
+wait on each other's rollup rows in a cycle.
 
 Stock is the exception: a stock change writes nothing here, and
-``store.services.ledger_fold`` adds the stock ledger to CategoryRollup in the
-background. The rolling windows move on in ``store.services.sales_windows``;
+``store.services.ledger_fold`` adds the stock ledger to CategoryRollup and
+StoreHour in the background. The rolling windows move on in ``store.services.sales_windows``;
 ``store.services.rollup_rebuild`` rewrites a rollup from the full scans of
 ``store.selectors.rollups``.
 """
@@ -32,6 +34,7 @@ from django.utils import timezone
 
 from store.models import (
     ROLLUP_SLOTS,
+    STORE_HOUR_COLUMNS,
     CategoryRollup,
     Order,
     OrderItem,
@@ -42,6 +45,7 @@ from store.models import (
     SalesWindow,
     ShopRollup,
     ShopSales,
+    StoreHour,
 )
 
 logger = logging.getLogger("store.rollups")
@@ -149,6 +153,10 @@ class RollupDeltas:
     shop_sales: dict[tuple[int, datetime, int], list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0, 0])
     )
+    # (hour, slot) -> StoreHour columns: the headline levels' change in that hour
+    store_hours: dict[tuple[datetime, int], list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0] * len(STORE_HOUR_COLUMNS))
+    )
 
     # --- contributions ------------------------------------------------------
 
@@ -160,11 +168,17 @@ class RollupDeltas:
         row[2] += sign * state.stock
         row[3] += sign * (state.stock <= low)
         row[4] += sign * (state.stock == 0)
+        hour = self.store_hours[(hour_of(timezone.now()), state.pk % ROLLUP_SLOTS)]
+        hour[0] += sign
+        hour[1] += sign * state.stock
+        hour[2] += sign * (state.stock <= low)
+        hour[3] += sign * (state.stock == 0)
 
     def order(self, state: OrderState, sign: int) -> None:
         slot = state.pk % ROLLUP_SLOTS
         if state.is_open:
             self.shops[(state.shop_id, slot)][0] += sign
+            self.store_hours[(hour_of(timezone.now()), slot)][4] += sign
         if state.paid and state.paid_at is not None and sign > 0:
             # "Last paid" is the latest payment received, refunded or not: only grows.
             shop = self.shops[(state.shop_id, slot)]
@@ -219,6 +233,13 @@ class RollupDeltas:
                 ("shop_id", "hour", "slot"),
                 ("orders", "revenue"),
                 [(*key, *v) for key, v in sorted(self.shop_sales.items()) if any(v)],
+            )
+            _upsert(
+                cursor,
+                StoreHour,
+                ("hour", "slot"),
+                STORE_HOUR_COLUMNS,
+                [(*key, *v) for key, v in sorted(self.store_hours.items()) if any(v)],
             )
         self.__init__()  # type: ignore[misc]  # applied: start empty again
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
 from store import samples
-from store.models import StockMovement
+from store.models import LedgerFold, StockMovement
 from store.selectors.ops import ops_series
-from store.selectors.overview import headline_figures
+from store.selectors.overview import Figure, headline_figures
 from store.selectors.series import sales_series, stock_series, time_range
+from store.selectors.trending import window_start
+from store.services.catalog import product_delete
+from store.services.ledger_fold import stock_ledger_fold
+from store.services.rollup_rebuild import rollups_rebuild
 from store.services.stock import stock_adjust
 from store.tests import factories
 
@@ -110,9 +115,10 @@ def test_headline_figures_trend_against_a_day_earlier(
     assert (revenue.value, revenue.change) == (5500, 5500 - 5000)
     units = figures["units"]
     assert units.value == 96
-    assert units.change == -4
+    # Both products were created this hour: a day earlier there were none, and no units.
+    assert units.change == 96
     assert units.series[-1] == 96
-    assert figures["products"].change is None
+    assert figures["products"].change == 2
 
 
 def test_samples_stay_bounded_and_are_per_minute() -> None:
@@ -131,3 +137,157 @@ def test_samples_stay_bounded_and_are_per_minute() -> None:
     assert len(ops.latency["default"]) == 60
     assert ops.latency["default"][-1] == samples.MAX_SAMPLES + 199  # the minute's highest
     assert ops.backlog[-1] == 12
+
+
+# --- Every headline card's 24 h series, checked hour by hour against the rows ---
+
+
+@pytest.fixture
+def history(monkeypatch, settings) -> dict[str, object]:
+    """A known history built through the services, each step at a chosen time: the
+    clock is frozen for the step, and its ledger rows are stamped with it too (the
+    PostgreSQL adjustment takes its time from the database's clock), before any fold
+    reads them (the test folds when it chooses)."""
+    settings.STOREOPS_LEDGER_FOLD_EVERY = 10**9
+    from store.models import Product
+    from store.services.catalog import product_save
+    from store.services.orders import order_cancel, order_mark_paid, order_place
+    from store.services.stock import stock_set_optimistic
+
+    now = timezone.now()
+    actor = User.objects.create_user("clerk")
+    shop, tools = factories.shop("Main"), factories.category("Tools")
+
+    def at(hours_ago: float, step, *args, **kwargs):
+        when = now - timedelta(hours=hours_ago)
+        mark = StockMovement.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+        monkeypatch.setattr(timezone, "now", lambda: when)
+        try:
+            return step(*args, **kwargs)
+        finally:
+            monkeypatch.undo()
+            StockMovement.objects.filter(pk__gt=mark).update(created_at=when)
+
+    def new_product(name: str, stock: int) -> Product:
+        return product_save(
+            product=Product(
+                shop=shop,
+                category=tools,
+                name=name,
+                sku=name,
+                price=100,
+                stock=stock,
+                initial_stock=stock,
+            )
+        )
+
+    def place(product: Product, quantity: int):
+        return order_place(user=actor, shop=shop, lines=[(product.pk, quantity)])
+
+    a = at(60, new_product, "A", 50)
+    b = at(60, new_product, "B", 8)
+    c = at(59, new_product, "C", 3)  # low from the start
+    stale = at(50, place, a, 1)  # open before the window, cancelled inside it
+    refunded = at(45, place, a, 1)
+    o1 = at(40, place, a, 2)
+    at(35, order_mark_paid, order=refunded, actor=actor)
+    at(30, order_mark_paid, order=o1, actor=actor)
+    d = at(26, new_product, "D", 0)  # created out of stock, inside the window
+    at(25, order_cancel, order=refunded, actor=actor, reason="refund", refunded=True)
+    at(20, stock_adjust, product=b.pk, delta=-4, actor=actor)  # B goes low (4)
+    o2 = at(18, place, b, 1)  # B 3
+    at(12, order_cancel, order=o2, actor=actor, reason="changed mind")  # unpaid: B 4
+    at(10, stock_adjust, product=b.pk, delta=10, actor=actor)  # B back from low (14)
+    c.refresh_from_db()
+    at(
+        8, stock_set_optimistic, product=c.pk, expected_version=c.version, new_stock=0, actor=actor
+    )  # C out of stock
+    at(6.5, place, a, 1)  # still open
+    at(5, order_cancel, order=stale, actor=actor, reason="expired")
+    at(4, stock_adjust, product=d.pk, delta=7, actor=actor)  # D leaves out and low
+    at(3, new_product, "E", 2)
+    o4 = at(2, place, a, 3)
+    at(1.5, order_mark_paid, order=o4, actor=actor)
+    at(0.2, stock_adjust, product=a.pk, delta=-1, actor=actor)
+    return {"now": now}
+
+
+def _brute_force(end: datetime, threshold: int) -> dict[str, int]:
+    """Each figure as it stood at ``end``, recomputed from every row."""
+    from store.models import Order, Product
+
+    stock = {p.pk: p.initial_stock for p in Product.objects.filter(created_at__lt=end)}
+    for m in StockMovement.objects.filter(created_at__lt=end):
+        stock[m.product_id] += m.delta
+    open_orders = [
+        o
+        for o in Order.objects.filter(created_at__lt=end)
+        if not (o.paid_at and o.paid_at < end) and not (o.cancelled_at and o.cancelled_at < end)
+    ]
+    return {
+        "products": len(stock),
+        "units": sum(stock.values()),
+        "low-stock": sum(1 for s in stock.values() if s <= threshold),
+        "out-of-stock": sum(1 for s in stock.values() if s == 0),
+        "open-orders": len(open_orders),
+    }
+
+
+def _figures(now: datetime, threshold: int) -> dict[str, Figure]:
+    return {f.key: f for f in headline_figures(low_stock_threshold=threshold, now=now).figures}
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["ledger-tail", "ledger-folded"])
+@pytest.mark.parametrize("threshold", [5, 3])
+def test_every_headline_card_has_its_hourly_history(
+    history, threshold, folded, django_assert_max_num_queries
+) -> None:
+    """Hour by hour, each card shows what a recount from every row gives, whether the
+    ledger is still in the tail or folded into the rollup, and a rebuild from the
+    base tables gives the same history the writes kept."""
+    now = history["now"]
+    if folded:
+        stock_ledger_fold()
+        stock_ledger_fold()  # PostgreSQL folds up to the previous fold's candidate
+        assert LedgerFold.objects.get().folded_id == StockMovement.objects.latest("pk").pk
+    # One more at a threshold other than the configured one (the overview counts it).
+    configured = threshold == settings.STOREOPS_LOW_STOCK_THRESHOLD
+    with django_assert_max_num_queries(5 if configured else 6):
+        figures = _figures(now, threshold)
+    ends = [window_start(now, timedelta(hours=48)) + timedelta(hours=i + 1) for i in range(48)]
+    truth = [_brute_force(end, threshold) for end in ends]
+    keys = ["products", "units", "out-of-stock", "open-orders"]
+    if configured:
+        keys.append("low-stock")
+    else:  # the rollup keeps the configured threshold's history only
+        assert (figures["low-stock"].series, figures["low-stock"].change) == ((), None)
+    for key in keys:
+        figure = figures[key]
+        assert figure.series == tuple(t[key] for t in truth[24:]), key
+        assert figure.series[-1] == figure.value, key
+        assert figure.change == truth[-1][key] - truth[23][key], key
+    # The history does move each of them, so the checks above are not vacuous.
+    assert len({t["open-orders"] for t in truth}) > 2
+    assert len({t["low-stock"] for t in truth[24:]}) > 1
+    assert len({t["out-of-stock"] for t in truth[24:]}) > 1
+    # More out of stock is bad news: a rise is coloured as a loss.
+    assert figures["out-of-stock"].higher_is_worse
+
+    rollups_rebuild(names=("store-hours",))
+    assert _figures(now, threshold) == figures
+
+
+def test_a_deleted_product_leaves_the_hours_after_its_deletion(monkeypatch) -> None:
+    """The writes keep a deletion where it happened; a rebuild cannot see it (the row
+    is gone) and leaves the product out of the whole history."""
+    now = timezone.now()
+    when = now - timedelta(hours=30)
+    monkeypatch.setattr(timezone, "now", lambda: when)
+    product = factories.product(shop=factories.shop(), category=factories.category(), stock=2)
+    monkeypatch.undo()
+    product_delete(product=product)
+    products = _figures(now, 5)["products"]
+    assert (products.value, products.series[0], products.change) == (0, 1, -1)
+    rollups_rebuild(names=("store-hours",))
+    products = _figures(now, 5)["products"]
+    assert (products.value, products.series[0], products.change) == (0, 0, 0)
