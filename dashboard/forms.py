@@ -12,6 +12,7 @@ from django import forms
 from django.conf import settings
 
 from store.models import LOW_STOCK_INDEX_MAX, Shop
+from store.money import MoneyField
 from store.selectors.rankings import RANK_MAX
 from store.selectors.series import CUSTOM_MAX_DAYS
 from store.selectors.stats import CATEGORY_STATS_COLUMNS
@@ -77,7 +78,7 @@ class PanelForm(forms.Form):
             if name in self.errors:
                 problems.append(
                     f"{field.label}: {' '.join(map(str, self.errors[name]))} "
-                    f"Showing the default ({field.initial})."
+                    f"Showing the default ({field.prepare_value(field.initial)})."
                 )
             values[name] = field.initial if value in (None, "") else value
         return values, problems
@@ -97,12 +98,9 @@ class CategoryStatsForm(PanelForm):
 
 
 class CategoryGroupsForm(PanelForm):
-    min_avg_price = forms.IntegerField(
-        label="Average price at least (cents)",
-        min_value=0,
-        max_value=10**9,
-        initial=20_000,
-        required=False,
+    # Currency units on screen and in the URL ("200.00"), cents to the selector.
+    min_avg_price = MoneyField(
+        max_cents=10**9, label="Average price at least", initial=20_000, required=False
     )
 
 

@@ -109,6 +109,14 @@ def test_responses_are_private_and_vary_on_cookie_and_hx_request(
     assert {"cookie", "hx-request"} <= vary
 
 
+def test_the_average_price_option_takes_currency_units(viewer_client: Client, small_store) -> None:
+    body = _panel(viewer_client, "category-groups", "category-groups-min_avg_price=0.01")
+    html = body.content.decode()
+    assert 'name="category-groups-min_avg_price" value="0.01"' in html
+    assert "groups averaging at least 0.01" in html
+    assert "(cents)" not in html
+
+
 @pytest.mark.parametrize(
     ("name", "query", "message", "default_shown"),
     [

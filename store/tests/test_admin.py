@@ -83,6 +83,35 @@ def test_sharded_rows_are_listed_per_shard(superuser_client: Client) -> None:
     assert b"Grace Hopper" in page.content
 
 
+def test_admin_money_is_in_currency_units(superuser_client: Client) -> None:
+    """Lifetime value and an order line's unit price read like every other amount."""
+    shop = factories.shop()
+    product = factories.product(shop=shop, category=factories.category(), price=123456)
+    order = factories.order(shop=shop, lines=[(product, 1)])
+    page = superuser_client.get(reverse("admin:store_order_change", args=[order.pk]))
+    assert "1,234.56" in page.content.decode()
+    assert "123456" not in page.content.decode()
+    alias = shard_for_user(7)
+    profile = CustomerProfile.objects.using(alias).create(
+        user_id=7,
+        bucket=bucket_for_user(7),
+        name="Ada",
+        email="ada@example.com",
+        created_at="2026-01-01T00:00:00Z",
+        lifetime_value=61846,
+    )
+    listing = superuser_client.get(
+        reverse("admin:store_customerprofile_changelist"), {"shard": alias}
+    ).content.decode()
+    assert "618.46" in listing
+    change = superuser_client.get(
+        reverse("admin:store_customerprofile_change", args=[profile.pk]),
+        {"_changelist_filters": f"shard={alias}"},
+    ).content.decode()
+    assert "618.46" in change
+    assert 'name="lifetime_value"' not in change  # kept by the orders, not typed in
+
+
 def _product_form(product, **changes) -> dict:
     data = {
         "shop": product.shop_id,
