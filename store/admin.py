@@ -53,16 +53,6 @@ def total_display(order: Order) -> str:
     return format_money(order.total)
 
 
-@admin.display(description="unit price", ordering="unit_price")
-def unit_price_display(item: OrderItem) -> str:
-    return format_money(item.unit_price)
-
-
-@admin.display(description="lifetime value", ordering="lifetime_value")
-def lifetime_value_display(profile: CustomerProfile) -> str:
-    return format_money(profile.lifetime_value)
-
-
 class ProductAdminForm(forms.ModelForm):
     # The version this form was rendered with; the service refuses a stale one.
     seen_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
@@ -135,9 +125,13 @@ class OrderItemInline(admin.TabularInline):
     model = OrderItem
     extra = 0
     raw_id_fields = ["product"]
-    fields = ["product", "quantity", unit_price_display]
-    readonly_fields = ["product", "quantity", unit_price_display]
+    fields = ["product", "quantity", "unit_price_display"]
+    readonly_fields = ["product", "quantity", "unit_price_display"]
     can_delete = False
+
+    @admin.display(description="unit price")
+    def unit_price_display(self, item: OrderItem) -> str:
+        return format_money(item.unit_price)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # items come from order_place, which also moves stock and the total
@@ -265,11 +259,15 @@ class ShardedAdmin(admin.ModelAdmin):
 
 @admin.register(CustomerProfile)
 class CustomerProfileAdmin(ShardedAdmin):
-    list_display = ["user_id", "name", "email", "bucket", lifetime_value_display, "created_at"]
+    list_display = ["user_id", "name", "email", "bucket", "lifetime_value_display", "created_at"]
     search_fields = ["=user_id", "email"]
     # Kept by the orders (not typed in), and shown in currency units like all money.
     exclude = ["lifetime_value"]
-    readonly_fields = [lifetime_value_display]
+    readonly_fields = ["lifetime_value_display"]
+
+    @admin.display(description="lifetime value", ordering="lifetime_value")
+    def lifetime_value_display(self, profile: CustomerProfile) -> str:
+        return format_money(profile.lifetime_value)
 
 
 @admin.register(CustomerEvent)

@@ -61,9 +61,11 @@ SHARDED_MODELS = frozenset({"customerprofile", "customerevent"})
 
 
 class ShardBucket(models.Model):
-    """Where a logical bucket lives when it is not where the default map puts it.
+    """Where a logical bucket lives: the one truth about which shard holds it.
 
-    No row means the default contiguous range (``store.sharding``). ``frozen`` is set
+    Every bucket has a row, stored once (``store.sharding.shard_map_init``, run by
+    ``migrate`` and ``shards init`` for buckets without one); only ``shards move``
+    changes a row, never the configured shard list. ``frozen`` is set
     while ``shards move`` copies the bucket: writes to it are refused for those
     seconds so no row can land on the source after it was copied.
     """
