@@ -353,7 +353,8 @@ SESSION_ENGINE = "django.contrib.sessions.backends.db"
 AUTHENTICATION_BACKENDS = [
     # First, so a locked-out login is refused before any password is checked.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # ModelBackend, with each user's permission set cached (dashboard/auth_backends.py).
+    "dashboard.auth_backends.CachedPermissionsBackend",
 ]
 AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
 AXES_FAILURE_LIMIT = env_number("STOREOPS_LOGIN_FAILURE_LIMIT", 5, minimum=1)
