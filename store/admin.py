@@ -67,6 +67,8 @@ class ProductAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk is not None:
             self.fields["seen_version"].initial = self.instance.version
+            # An edit without the version it was made against would skip the check.
+            self.fields["seen_version"].required = True
 
 
 @admin.register(Product)

@@ -158,3 +158,14 @@ def test_an_admin_price_edit_opened_before_another_write_is_refused(
         topic="price.changed", payload__price_after=1800, payload__reason="admin"
     ).exists()
     assert rollup_differences() == []
+    # An edit that leaves out the version it was made against is not saved.
+    blind = _product_form(Product.objects.get(pk=product.pk), price="20.00")
+    del blind["seen_version"]
+    response = superuser_client.post(url, blind)
+    assert response.status_code == 200  # the form again, with its error
+    assert Product.objects.get(pk=product.pk).price == 1800
+    # Stock is not the admin's to edit (adjustments own it, with the ledger).
+    stock = Product.objects.get(pk=product.pk).stock
+    tampered = _product_form(Product.objects.get(pk=product.pk), stock=str(stock + 500))
+    assert superuser_client.post(url, tampered).status_code == 302
+    assert Product.objects.get(pk=product.pk).stock == stock
