@@ -153,13 +153,15 @@ def headline_figures(*, low_stock_threshold: int, now: datetime | None = None) -
     )
     if low_stock_threshold == settings.STOREOPS_LOW_STOCK_THRESHOLD:
         low = level(low, "low_stock")
-    out = Figure("out-of-stock", "Out of stock", o.out_of_stock, tone="text-danger")
+    out = Figure(
+        "out-of-stock", "Out of stock", o.out_of_stock, tone="text-danger", higher_is_worse=True
+    )
     return Headline(
         figures=[
             level(Figure("products", "Products", o.products), "products"),
             level(Figure("units", "Units in stock", o.units_in_stock), "units"),
             low,
-            level(replace(out, higher_is_worse=True), "out_of_stock"),
+            level(out, "out_of_stock"),
             level(Figure("open-orders", "Open orders", o.open_orders), "open_orders"),
             Figure(
                 "paid-24h",

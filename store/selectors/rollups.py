@@ -92,8 +92,11 @@ def _stock_deltas(sign: int = 1) -> dict[str, Any]:
     }
 
 
-def stock_tail(*, shop_id: int | None = None, sign: int = 1) -> QuerySet[Any]:
-    """The ledger rows not yet folded into CategoryRollup, as rollup deltas per key.
+def stock_tail(
+    *, shop_id: int | None = None, sign: int = 1, by_hour: bool = False
+) -> QuerySet[Any]:
+    """The ledger rows not yet folded into CategoryRollup, as rollup deltas per key
+    (and per hour of the ledger row with ``by_hour``: the fold keeps StoreHour too).
 
     CategoryRollup's stock columns plus these are the store's stock (see LedgerFold).
     Bounded by the fold (a few thousand rows at most; a range scan of the ledger's
@@ -102,11 +105,12 @@ def stock_tail(*, shop_id: int | None = None, sign: int = 1) -> QuerySet[Any]:
     rows = _unfolded_ledger()
     if shop_id is not None:
         rows = rows.filter(shop_id=shop_id)
-    return (
-        rows.annotate(slot=F("product_id") % ROLLUP_SLOTS)
-        .values("shop_id", "category_id", "slot")
-        .annotate(**_stock_deltas(sign))
-    )
+    rows = rows.annotate(slot=F("product_id") % ROLLUP_SLOTS)
+    keys = ["shop_id", "category_id", "slot"]
+    if by_hour:
+        rows = rows.annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        keys.append("hour")
+    return rows.values(*keys).annotate(**_stock_deltas(sign))
 
 
 CATEGORY_TOTALS = ("products", "price_sum", "stock_sum", "low_stock", "out_of_stock", "revenue")
@@ -223,18 +227,22 @@ def _hourly(queryset: QuerySet[Any], moment: Any, slot: Any | None) -> QuerySet[
     return grouped.annotate(slot=slot).values("hour", "slot")
 
 
+def _ledger_levels(sign: int = 1) -> dict[str, Any]:
+    """A group of ledger rows as StoreHour's catalog columns (``_stock_deltas`` renamed)."""
+    deltas = _stock_deltas(sign)
+    return {
+        "products": Value(0),
+        "units": deltas["stock_sum"],
+        "low_stock": deltas["low_stock"],
+        "out_of_stock": deltas["out_of_stock"],
+    }
+
+
 def _ledger_as_store_hours(
     rows: QuerySet[StockMovement], *, sign: int = 1, per_slot: bool = True
 ) -> QuerySet[Any]:
-    deltas = _stock_deltas(sign)
     slot = F("product_id") % ROLLUP_SLOTS if per_slot else None
-    return _hourly(rows, "created_at", slot).annotate(
-        products=Value(0),
-        units=deltas["stock_sum"],
-        low_stock=deltas["low_stock"],
-        out_of_stock=deltas["out_of_stock"],
-        open_orders=Value(0),
-    )
+    return _hourly(rows, "created_at", slot).annotate(**_ledger_levels(sign), open_orders=Value(0))
 
 
 def store_hour_tail(
@@ -310,17 +318,11 @@ def _open_orders_by_slot() -> QuerySet[Any]:
 
 
 def _store_tail_by_slot() -> QuerySet[Any]:
-    deltas = _stock_deltas()
     return (
         _unfolded_ledger()
         .annotate(slot=F("product_id") % ROLLUP_SLOTS)
         .values("slot")
-        .annotate(
-            products=Value(0),
-            units=deltas["stock_sum"],
-            low_stock=deltas["low_stock"],
-            out_of_stock=deltas["out_of_stock"],
-        )
+        .annotate(**_ledger_levels())
     )
 
 

@@ -13,7 +13,7 @@ from django.db import connections, transaction
 from django.db.models import Count
 
 from store.models import LedgerFold, StockMovement
-from store.selectors.rollups import as_utc_hour, stock_tail, store_hour_tail
+from store.selectors.rollups import as_utc_hour, stock_tail
 from store.services.rollups import RollupDeltas
 
 
@@ -78,19 +78,15 @@ def stock_ledger_fold() -> int:
         rows = 0
         if end > fold.folded_id:
             deltas = RollupDeltas()
-            for row in stock_tail().filter(pk__lte=end).annotate(rows=Count("pk")):
-                key = (row["shop_id"], row["category_id"], row["slot"])
-                values = deltas.categories[key]
-                values[2] += row["stock_sum"]
-                values[3] += row["low_stock"]
-                values[4] += row["out_of_stock"]
-                rows += row["rows"]
-            # The same rows again, by the hour they were written in.
-            for row in store_hour_tail().filter(pk__lte=end):
+            tail = stock_tail(by_hour=True).filter(pk__lte=end).annotate(rows=Count("pk"))
+            for row in tail:
+                category = deltas.categories[(row["shop_id"], row["category_id"], row["slot"])]
+                # StoreHour's units, low and out columns, at the ledger rows' hour.
                 hour = deltas.store_hours[(as_utc_hour(row["hour"]), row["slot"])]
-                hour[1] += row["units"]
-                hour[2] += row["low_stock"]
-                hour[3] += row["out_of_stock"]
+                for n, column in enumerate(("stock_sum", "low_stock", "out_of_stock")):
+                    category[2 + n] += row[column]
+                    hour[1 + n] += row[column]
+                rows += row["rows"]
             deltas.apply()
             fold.folded_id = end
         if db.vendor != "postgresql":

@@ -403,17 +403,10 @@ def product_revenue_move(*, product_id: int, shop_id: int, category_id: int) -> 
 def price_change_rollup(matching: QuerySet[Product], new_price: Any) -> RollupDeltas:
     """The price deltas of ``matching.update(price=new_price)``, per shop x category.
 
-    Locks the matching rows first (in pk order, like every other product lock), so
-    the prices read here are the ones the UPDATE replaces.
+    For SQLite, whose single writer keeps the rows still between this read and the
+    UPDATE (PostgreSQL counts and updates in one statement: ``store.services.prices``).
     """
     deltas = RollupDeltas()
-    connection = connections["default"]
-    if connection.features.has_select_for_update:
-        sql, params = (
-            matching.select_for_update().order_by("pk").values("pk").query.sql_with_params()
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT count(*) FROM ({sql}) locked", params)  # noqa: S608
     grouped = (
         matching.order_by()
         .annotate(slot=F("pk") % ROLLUP_SLOTS)
