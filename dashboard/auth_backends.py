@@ -24,6 +24,14 @@ from store.routing import use_primary
 PERMISSIONS_TTL = 60
 
 
+def permissions_version(user: Any) -> int | None:
+    """The "access" version this request's permission checks were answered under, or
+    None when none was (a superuser, or no check yet). A panel keys its fragment on
+    it: the buttons it shows follow the very set the request was checked against,
+    and the version is not read from the cache a second time."""
+    return getattr(user, "_perm_version", None)
+
+
 class CachedPermissionsBackend(ModelBackend):
     def get_all_permissions(self, user_obj: Any, obj: Any = None) -> set[str]:
         if not user_obj.is_active or user_obj.is_anonymous or obj is not None:
@@ -39,4 +47,5 @@ class CachedPermissionsBackend(ModelBackend):
                     found = super().get_all_permissions(user_obj)
                 cache.set(key, found, PERMISSIONS_TTL)
             user_obj._perm_cache = set(found)
+            user_obj._perm_version = version
         return user_obj._perm_cache

@@ -1,10 +1,12 @@
 """One panel's run for one request: its parameters, cache keys and lazy data.
 
-Every panel renders through the ``panel`` partial of ``templates/dashboard/index.html``:
-a ``{% cache %}`` fragment keyed by ``PanelRun.fragment_vary`` (panel name + user id
-+ namespace versions + params + interval; ``PanelRun.fragment_key`` is the same key)
-around the panel's own ``<name>-body`` partial. The selector runs only when that
-fragment is missing (``run.result`` is lazy).
+Every panel renders through the ``panel`` partial of ``templates/dashboard/index.html``,
+whose ``{% panel_fragment run %}`` block (``dashboard/templatetags/panel_fragments.py``)
+is this user's rendered panel, kept in the cache under ``PanelRun.fragment_key`` (panel
+name + user id + params + interval) together with the namespace versions it was
+rendered under (``PanelRun.versions_key``). ``start`` reads the versions and the kept
+fragment in one round trip; the fragment is used only if its versions are current.
+The selector runs only when there is none (``run.result`` is lazy).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from django.core.cache import cache
 from django.core.cache.utils import make_template_fragment_key
 from django.db import DatabaseError
 from django.http import QueryDict
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 
 from dashboard import forms
+from dashboard.auth_backends import permissions_version
 from dashboard.panels import PANELS, RANGE_NAMES, Panel, Params, encode_params
 from store import caching, querylog, routing
 
@@ -33,11 +36,18 @@ logger = logging.getLogger("dashboard.panels")
 # the panel's "<name>-body" partial.
 TEMPLATE = "dashboard/index.html"
 PANEL_PARTIAL = f"{TEMPLATE}#panel"
-# The {% cache %} fragment name in the "panel" partial.
+# Names the fragment keys (make_template_fragment_key's fragment name).
 FRAGMENT_NAME = "panel"
 
 
 def panel_path(name: str) -> str:
+    return _panel_path(name, get_script_prefix())
+
+
+@functools.lru_cache(maxsize=64)
+def _panel_path(name: str, script_prefix: str) -> str:
+    # Every panel request and every dashboard page resolves these; they change only
+    # with the script prefix (part of the key).
     return reverse("dashboard-panel", args=[name])
 
 
@@ -61,6 +71,8 @@ class PanelRun:
     problems: list[str]
     user: AbstractBaseUser | AnonymousUser
     versions: dict[str, int] = field(default_factory=dict)
+    # This user's rendered panel from the cache, when it was rendered under ``versions``.
+    fragment: str | None = None
     evaluated: bool = False
 
     @property
@@ -114,20 +126,20 @@ class PanelRun:
         key = ",".join(f"{ns}={v}" for ns, v in sorted(self.versions.items()))
         pinned_at = routing.pin_position.get()
         # A fragment rendered before the user's own write is never theirs: while pinned
-        # their fragments are keyed on the pin too (store.caching checks the data).
+        # their fragments are stamped with the pin too (store.caching checks the data).
         return f"{key},pin={pinned_at}" if pinned_at else key
 
     @property
-    def fragment_vary(self) -> str:
-        """What the panel's cached fragment varies on: the one ``{% cache %}`` vary-on
-        value of the "panel" partial, and the key ``fragment_key`` derives from it."""
-        user_id = getattr(self.user, "pk", None)
-        params = encode_params(self.params)
-        return f"{self.name}|{user_id}|{self.versions_key}|{params}|{self.every}"
-
-    @property
     def fragment_key(self) -> str:
-        return make_template_fragment_key(FRAGMENT_NAME, [self.fragment_vary])
+        """Where this user's rendering of the panel (these parameters and interval) is
+        kept; the entry also holds the versions it was rendered under."""
+        user_id = getattr(self.user, "pk", None)
+        vary = f"{self.name}|{user_id}|{encode_params(self.params)}|{self.every}"
+        return make_template_fragment_key(FRAGMENT_NAME, [vary])
+
+    def keep_fragment(self, html: str) -> None:
+        """Keep a fresh rendering for the next request under the same versions."""
+        cache.set(self.fragment_key, (self.versions_key, html), self.panel.ttl)
 
     @cached_property
     def result(self) -> PanelResult:
@@ -221,9 +233,16 @@ def start(panel: Panel, data: Any, user: AbstractBaseUser | AnonymousUser) -> Pa
         params, problems = dict(params), list(problems)  # the cached ones stay as they are
     else:
         params, problems = panel.form(data).params()
-    # The fragment shows buttons by permission: it goes stale with "access" too.
-    versions = caching.namespace_versions(*panel.depends(params), "access")
-    return PanelRun(panel=panel, params=params, problems=problems, user=user, versions=versions)
+    run = PanelRun(panel=panel, params=params, problems=problems, user=user)
+    # The fragment shows buttons by permission: it goes stale with "access" too, at
+    # the version the request's own permission check read (when it read one).
+    access = permissions_version(user)
+    names = panel.depends(params) + (("access",) if access is None else ())
+    versions, kept = caching.namespace_versions_and(names, run.fragment_key)
+    run.versions = versions if access is None else versions | {"access": access}
+    if isinstance(kept, tuple) and len(kept) == 2 and kept[0] == run.versions_key:
+        run.fragment = kept[1]
+    return run
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ pytestmark = pytest.mark.django_db
 
 
 def _keys(user: User) -> dict[str, str]:
-    """Every panel's fragment key (default parameters, plus both rank orders)."""
+    """Every panel's fragment stamp: the versions its rendering is kept under (default
+    parameters, plus both rank orders)."""
     runs = {
         name: panel_runs.start(panel, QueryDict(), user) for name, panel in panels.PANELS.items()
     }
     revenue = QueryDict("rank-window-by=revenue")
     runs["rank-window:revenue"] = panel_runs.start(panels.PANELS["rank-window"], revenue, user)
-    return {name: run.fragment_key for name, run in runs.items()}
+    return {name: run.versions_key for name, run in runs.items()}
 
 
 def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:

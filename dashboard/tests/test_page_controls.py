@@ -128,3 +128,27 @@ def test_staleness_hooks_are_rendered(viewer_client: Client) -> None:
     page = viewer_client.get("/").content.decode()
     assert 'data-testid="status-summary"' in page
     assert "idiomorph-ext.min.js" in page
+
+
+def _selected(body: str, select_id: str) -> str:
+    select = re.search(rf'<select[^>]*id="{select_id}".*?</select>', body, re.S)
+    assert select, select_id
+    chosen = re.search(r'<option value="([^"]*)"[^>]*selected', select.group(0))
+    return chosen.group(1) if chosen else ""
+
+
+def test_the_controls_show_each_urls_own_values_from_the_cache(
+    viewer_client: Client, operator_client: Client
+) -> None:
+    # The rendered controls are cached by query string: a second URL, a second
+    # user and a repeat of the first each show what their own URL says.
+    for _ in range(2):
+        week = viewer_client.get("/?range=7d&refresh=1m&low-stock-threshold=3").content.decode()
+        assert _selected(week, "page-range") == "7d"
+        assert _selected(week, "page-refresh") == "1m"
+        assert '<input type="hidden" name="low-stock-threshold" value="3">' in week
+        day = operator_client.get("/").content.decode()
+        assert _selected(day, "page-range") != "7d"  # none: the browser shows 24 h, the first
+        assert 'name="low-stock-threshold"' not in day
+        custom = viewer_client.get("/?range=custom&start=2026-11-01&end=2026-11-05")
+        assert 'value="2026-11-01"' in custom.content.decode()
