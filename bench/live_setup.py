@@ -20,7 +20,7 @@ from bench.write_stream import OPERATOR
 
 WEB_APP = "storeops-web"
 COLD_REPS = 9
-HTTP_REPS = 3
+HTTP_REPS = 6
 WARM_PANEL = "/panels/low-stock/"
 BARE = "/bench/bare/"
 # The targets for these ratios.
@@ -31,8 +31,17 @@ EXPORT_RATIO = 0.8
 # --- gunicorn ----------------------------------------------------------------------
 
 
+# For the HTTP ratios: wrk's 8 keep-alive connections, 4 per worker (one per thread).
+# By default a gthread worker accepts whatever arrives first, and one worker often took
+# 6 to 8 of the 8 while the other idled: requests/s of one endpoint swung 2x between
+# runs (measured: 184-451 for the bare view), deciding the ratios by chance.
+BALANCED = ("--worker-connections", "4")
+
+
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def gunicorn(
+    env: dict[str, str], log: Path, *, extra: tuple[str, ...] = ()
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     shard_urls = env["DATABASE_SHARD_URLS"].split(",")
     web_env = (
         os.environ
@@ -50,7 +59,7 @@ def gunicorn(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen[
     )
     web_env.pop("STOREOPS_CONN_MAX_AGE", None)  # the default, as deployed
     web_env.pop("STOREOPS_STATEMENT_TIMEOUT", None)  # the web's own, not the bench's 0
-    with webserver.serve(web_env, log) as (proc, port):
+    with webserver.serve(web_env, log, extra=extra) as (proc, port):
         yield proc, port
 
 
