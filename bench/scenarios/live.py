@@ -49,6 +49,7 @@ from typing import Any
 
 from bench import harness, write_stream
 from bench.live_setup import (
+    BALANCED,
     HTTP_REPS,
     WEB_APP,
     cold_compute,
@@ -92,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=int, default=120, help="length of each phase")
     parser.add_argument("--viewers", type=int, default=20)
     parser.add_argument(
-        "--http-seconds", type=int, default=8, help="length of each requests/s measurement"
+        "--http-seconds", type=int, default=5, help="length of each requests/s measurement"
     )
 
 
@@ -330,9 +331,11 @@ def one_size(
         cpu = BackendCpu((WEB_APP, WRITES_APP), BASE)
         log = Path(tempfile.gettempdir()) / f"bench-live-gunicorn-{os.getpid()}.log"
         try:
+            with gunicorn(env, log, extra=BALANCED) as (_, port):
+                http_ratios(run, size, port, cookies[0], http_seconds, Client(port))
+            flush_redis()  # the viewers start as after a deploy
             with gunicorn(env, log) as (proc, port):
                 client = Client(port)
-                http_ratios(run, size, port, cookies[0], http_seconds, client)
                 export_ratio(run, size, port, operator, proc.pid, products, env["DATABASE_URL"])
                 warm_up(run, size, client, cookies, panels)
                 for name, writes in (("no-writes", False), ("writes", True)):
@@ -385,7 +388,7 @@ def run(
     size: str = "2m",
     seconds: int = 120,
     viewers: int = 20,
-    http_seconds: int = 8,
+    http_seconds: int = 5,
 ) -> None:
     if not 1 <= seconds <= 600 or not 1 <= viewers <= 100 or not 1 <= http_seconds <= 60:
         raise SystemExit(
