@@ -138,7 +138,14 @@ class PanelRun:
         return make_template_fragment_key(FRAGMENT_NAME, [vary])
 
     def keep_fragment(self, html: str) -> None:
-        """Keep a fresh rendering for the next request under the same versions."""
+        """Keep a rendering for the next request under the same versions, unless it
+        shows an error or stale data: those must not stick for a whole TTL (the entry
+        left in place holds other versions, so it is not served either)."""
+        result = self.result if self.evaluated else None
+        if result is not None and (
+            result.error or (result.computed is not None and result.computed.stale)
+        ):
+            return
         cache.set(self.fragment_key, (self.versions_key, html), self.panel.ttl)
 
     @cached_property
@@ -173,17 +180,10 @@ class PanelRun:
         return caching.counters(self.name)
 
     def finish(self) -> None:
-        """After rendering: count, keep the queries for the inspector, and drop a
-        fragment that holds an error so the next request tries again."""
+        """After rendering: count, and keep the queries for the inspector."""
         caching.count(self.name, "miss" if self.evaluated else "hit")
-        if not self.evaluated:
-            return
-        result = self.result
-        if result.queries is not None:
-            querylog.save(result.queries)
-        # An error or stale data must not stick for a whole TTL: drop that fragment.
-        if result.error or (result.computed is not None and result.computed.stale):
-            cache.delete(self.fragment_key)
+        if self.evaluated and self.result.queries is not None:
+            querylog.save(self.result.queries)
 
 
 def load(panel: Panel, params: Params) -> PanelResult:

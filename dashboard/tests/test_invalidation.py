@@ -15,7 +15,7 @@ from store.tests import factories
 pytestmark = pytest.mark.django_db
 
 
-def _keys(user: User) -> dict[str, str]:
+def _stamps(user: User) -> dict[str, str]:
     """Every panel's fragment stamp: the versions its rendering is kept under (default
     parameters, plus both rank orders)."""
     runs = {
@@ -36,10 +36,10 @@ def test_an_adjustment_far_from_low_stock_leaves_the_low_stock_list_alone(
     shop, category = factories.shop(), factories.category()
     plenty = factories.product(shop=shop, category=category, stock=500)
     scarce = factories.product(shop=shop, category=category, stock=3)
-    before = _keys(operator)
+    before = _stamps(operator)
     with django_capture_on_commit_callbacks(execute=True):
         stock_adjust(product=plenty.pk, delta=-1, actor=operator)
-    after = _keys(operator)
+    after = _stamps(operator)
     # The outbox panel counts the event the adjustment enqueued; the headline figures
     # (units in stock) and the stock movements chart show the move.
     assert _changed(before, after) == {
@@ -51,7 +51,7 @@ def test_an_adjustment_far_from_low_stock_leaves_the_low_stock_list_alone(
     }
     with django_capture_on_commit_callbacks(execute=True):
         stock_adjust(product=scarce.pk, delta=-1, actor=operator)
-    assert "low-stock" in _changed(after, _keys(operator))
+    assert "low-stock" in _changed(after, _stamps(operator))
 
 
 def test_a_payment_leaves_the_price_ranking_and_stock_panels_alone(
@@ -61,11 +61,11 @@ def test_a_payment_leaves_the_price_ranking_and_stock_panels_alone(
     product = factories.product(shop=shop, category=category, stock=50)
     with django_capture_on_commit_callbacks(execute=True):
         order = order_place(user=operator, shop=shop, lines=[(product.pk, 1)])
-    before = _keys(operator)
+    before = _stamps(operator)
     versions = namespace_versions("stock", "lowstock", "catalog")
     with django_capture_on_commit_callbacks(execute=True):
         order_mark_paid(order=order.pk, actor=operator)
-    changed = _changed(before, _keys(operator))
+    changed = _changed(before, _stamps(operator))
     assert changed == {
         "category-stats",
         "trending",

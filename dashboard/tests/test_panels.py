@@ -428,3 +428,26 @@ def test_a_real_stock_adjustment_refreshes_low_stock(
     after = _panel(viewer_client, "low-stock").content.decode()
     assert "Big saw" in after
     assert 'data-cache="miss"' in after
+
+
+def test_a_warm_panel_reads_the_cache_once_beyond_its_permission_check(
+    viewer_client: Client, small_store, monkeypatch
+) -> None:
+    _panel(viewer_client, "low-stock")  # renders and keeps the fragment
+    backend = caches["default"]
+    reads: list[str] = []
+    for method in ("get", "get_many"):
+        original = getattr(backend, method)
+
+        def counted(*args, _original=original, _method=method, **kwargs):
+            reads.append(_method)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(backend, method, counted)
+    body = _panel(viewer_client, "low-stock").content.decode()
+    assert 'data-cache="fragment hit"' in body
+    assert "Low hammer" in body
+    # The permission check: the "access" version and the user's permission set; then
+    # the panel's versions and its kept rendering together. Each read is a round trip
+    # to Redis, on every poll of every panel.
+    assert len(reads) == 3, reads
