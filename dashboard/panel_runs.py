@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -38,6 +39,10 @@ TEMPLATE = "dashboard/index.html"
 PANEL_PARTIAL = f"{TEMPLATE}#panel"
 # Names the fragment keys (make_template_fragment_key's fragment name).
 FRAGMENT_NAME = "panel"
+SHARED_NAME = "panel-shared"
+# A shared rendering is of one data snapshot, which a stream of writes replaces every
+# refresh interval: long enough for every viewer polling every 5 s to be served it.
+SHARED_TTL = 30
 
 
 def panel_path(name: str) -> str:
@@ -74,6 +79,10 @@ class PanelRun:
     # This user's rendered panel from the cache, when it was rendered under ``versions``.
     fragment: str | None = None
     evaluated: bool = False
+    # The permission flags the rendering shows by (the view's; template context too).
+    shows: dict[str, bool] = field(default_factory=dict)
+    # The rendering came from another request's, of the same data and flags.
+    shared: bool = False
 
     @property
     def name(self) -> str:
@@ -137,6 +146,36 @@ class PanelRun:
         vary = f"{self.name}|{user_id}|{encode_params(self.params)}|{self.every}"
         return make_template_fragment_key(FRAGMENT_NAME, [vary])
 
+    @property
+    def shared_key(self) -> str | None:
+        """Where the rendering of this data snapshot is kept for every request with
+        the same parameters, interval and permission flags; None for an error.
+
+        Within the fragment the rendering is a function of exactly these and the data
+        (user-dependent buttons follow ``shows``; nothing per user or per render is
+        inside), so under a stream of writes each snapshot renders once, not once per
+        viewer. The snapshot is named by its compute time."""
+        result = self.result
+        if result.error or result.computed is None:
+            return None
+        flags = ",".join(f"{name}={int(on)}" for name, on in sorted(self.shows.items()))
+        stamp = result.computed.computed_at.isoformat()
+        vary = f"{self.name}|{encode_params(self.params)}|{self.every}|{flags}|{stamp}"
+        return make_template_fragment_key(SHARED_NAME, [vary])
+
+    def render_shared(self, render: Callable[[], str]) -> str:
+        """The rendering of this run's data snapshot: another request's, else ``render()``."""
+        key = self.shared_key
+        if key is None:
+            return render()
+        found = cache.get(key)
+        if isinstance(found, str):
+            self.shared = True
+            return found
+        html = render()
+        cache.set(key, html, SHARED_TTL)
+        return html
+
     def keep_fragment(self, html: str) -> None:
         """Keep a rendering for the next request under the same versions, unless it
         shows an error or stale data: those must not stick for a whole TTL (the entry
@@ -164,6 +203,8 @@ class PanelRun:
             return "miss"
         if result.computed.stale:
             return "stale data (refreshing)" if result.computed.refreshing else "stale data (due)"
+        if self.shared:
+            return "fragment miss, rendering shared"
         return "fragment miss, data hit" if result.computed.hit else "miss"
 
     @property
@@ -225,15 +266,22 @@ def _parse(name: str, query: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[P
     return PANELS[name].form(data).params()
 
 
-def start(panel: Panel, data: Any, user: AbstractBaseUser | AnonymousUser) -> PanelRun:
-    """Parse the panel's parameters (defaults plus messages on bad input)."""
+def start(
+    panel: Panel,
+    data: Any,
+    user: AbstractBaseUser | AnonymousUser,
+    *,
+    shows: dict[str, bool] | None = None,
+) -> PanelRun:
+    """Parse the panel's parameters (defaults plus messages on bad input); ``shows``:
+    the permission flags the rendering shows buttons by."""
     if isinstance(data, QueryDict):
         query = tuple(sorted((key, tuple(values)) for key, values in data.lists()))
         params, problems = _parse(panel.name, query)
         params, problems = dict(params), list(problems)  # the cached ones stay as they are
     else:
         params, problems = panel.form(data).params()
-    run = PanelRun(panel=panel, params=params, problems=problems, user=user)
+    run = PanelRun(panel=panel, params=params, problems=problems, user=user, shows=shows or {})
     # The fragment shows buttons by permission: it goes stale with "access" too, at
     # the version the request's own permission check read (when it read one).
     access = permissions_version(user)

@@ -60,6 +60,9 @@ class Panel:
     follows_range: str = ""
     # "wide": two grid tracks; "full": the whole row (tables with many columns).
     width: str = ""
+    # The template flags its rendering shows buttons by (keys of BUTTON_PERMISSIONS):
+    # the only user-dependent input of its rendering besides can_inspect.
+    buttons: tuple[str, ...] = ()
 
     def form(self, data: Any = None) -> forms.PanelForm:
         return self.form_class(data, prefix=self.name, interval=self.interval)
@@ -69,6 +72,13 @@ class Panel:
 
     def data_key(self, params: Params) -> str:
         return f"panel:{DATA_FORMAT}:{self.name}:{encode_params(params)}"
+
+
+# Template flag -> the permission that shows its buttons.
+BUTTON_PERMISSIONS = {
+    "can_adjust": "store.adjust_stock",
+    "can_requeue": "store.change_outboxevent",
+}
 
 
 def encode_params(params: Params) -> str:
@@ -181,6 +191,7 @@ PANELS: dict[str, Panel] = {
             ttl=60,
             interval=15,
             width="wide",
+            buttons=("can_adjust",),
         ),
         Panel(
             name="trending",
@@ -234,6 +245,7 @@ PANELS: dict[str, Panel] = {
             events=ALL_EVENTS,
             ttl=10,
             interval=10,
+            buttons=("can_requeue",),
         ),
         Panel(
             name="shard-health",

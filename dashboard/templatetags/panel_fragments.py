@@ -4,7 +4,9 @@ rendering, checked against the namespace versions read with it.
 Django's ``{% cache %}`` keys a fragment on its versions, so a warm panel needed two
 cache round trips: the versions, then the fragment. Here ``panel_runs.start`` reads
 both at once and the block only decides: the kept rendering when it was made under
-the current versions, else the block rendered now and kept (``PanelRun.keep_fragment``).
+the current versions, else the rendering of the same data snapshot another request
+made (``PanelRun.render_shared``), else the block rendered now; then kept for this
+user (``PanelRun.keep_fragment``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class PanelFragmentNode(template.Node):
         run = self.run.resolve(context)
         if run.fragment is not None:
             return run.fragment
-        html = self.nodelist.render(context)
+        html = run.render_shared(lambda: self.nodelist.render(context))
         run.keep_fragment(html)
         return html
 

@@ -12,6 +12,7 @@ from django.core.cache import cache, caches
 from django.db import OperationalError, connection
 from django.test import Client, override_settings
 
+from conftest import _client_for
 from dashboard.panels import PANELS
 from store import caching
 from store.models import Category, Product, Shop
@@ -253,14 +254,40 @@ def test_second_request_runs_no_panel_query_and_a_write_recomputes(
     assert 'data-cache="miss"' in third
 
 
-def test_another_user_reuses_the_computed_data(
+def test_another_user_reuses_the_computed_data_and_its_rendering(
     viewer_client: Client, operator_client: Client, small_store
 ) -> None:
-    _panel(viewer_client, "trending")
+    # Trending shows no button: a viewer's and an operator's renderings are the same.
+    first = _panel(viewer_client, "trending").content.decode()
     with sql_seen() as seen:
         body = _panel(operator_client, "trending").content.decode()
     assert seen.panel == []
-    assert 'data-cache="fragment miss, data hit"' in body
+    assert 'data-cache="fragment miss, rendering shared"' in body
+    assert "Low hammer" in first
+    assert "Low hammer" in body
+
+
+def test_users_with_the_same_buttons_share_a_rendering_of_the_same_data_only(
+    make_user, operator_client: Client, viewer_client: Client, small_store
+) -> None:
+    other = _client_for(make_user("operator2", groups=("ops-operator",)))
+    assert "data-opens-action>Adjust<" in _panel(operator_client, "low-stock").content.decode()
+    shared = _panel(other, "low-stock").content.decode()
+    assert 'data-cache="fragment miss, rendering shared"' in shared
+    assert "data-opens-action>Adjust<" in shared
+    # A viewer has no Adjust button: never the operators' rendering.
+    viewed = _panel(viewer_client, "low-stock").content.decode()
+    assert 'data-cache="fragment miss, data hit"' in viewed
+    assert "data-opens-action>Adjust<" not in viewed
+    # New data is a new snapshot: rendered anew, for the first operator to ask.
+    Product.objects.filter(pk=small_store["plenty"].pk).update(stock=2)
+    caching.bump_now("stock", "lowstock")
+    fresh = _panel(other, "low-stock").content.decode()
+    assert 'data-cache="miss"' in fresh
+    assert "Big saw" in fresh
+    again = _panel(operator_client, "low-stock").content.decode()
+    assert 'data-cache="fragment miss, rendering shared"' in again
+    assert "Big saw" in again
 
 
 def _grow(products: int) -> None:

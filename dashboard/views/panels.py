@@ -45,16 +45,16 @@ def panel(request: HtmxHttpRequest, name: str) -> HttpResponse:
     found = panels.get_panel(name)
     if found is None:
         raise Http404(f"There is no panel named {name!r}.")
-    run = panel_runs.start(found, request.GET, request.user)
     user = request.user
-    # The partial renders alone: every permission it shows by comes from here. Its
-    # cached fragment is per user and goes stale when permissions change ("access").
-    context = {
-        "run": run,
-        "can_adjust": user.has_perm("store.adjust_stock"),
-        "can_requeue": user.has_perm("store.change_outboxevent"),
-        "can_inspect": user.is_superuser,
-    }
+    # The partial renders alone: every permission it shows by comes from here, and
+    # only the flags the panel declares reach it (an undeclared one reads as false,
+    # so no button appears by mistake). Its cached fragment is per user and goes
+    # stale when permissions change ("access"); its shared rendering is keyed on
+    # these flags (PanelRun.shows).
+    shows = {flag: user.has_perm(panels.BUTTON_PERMISSIONS[flag]) for flag in found.buttons}
+    shows["can_inspect"] = user.is_superuser
+    run = panel_runs.start(found, request.GET, user, shows=shows)
+    context = {"run": run, **shows}
     response = render_partial_or_page(
         request, panel_runs.PANEL_PARTIAL, context, page="dashboard/panel_page.html"
     )
