@@ -341,7 +341,7 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard-index"
 # None: LogoutView says "You have been logged out" (registration/logged_out.html).
 LOGOUT_REDIRECT_URL = None
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 # Login throttling (django-axes): STOREOPS_LOGIN_FAILURE_LIMIT failed logins per
 # username and, separately, per client address lock that username or address for

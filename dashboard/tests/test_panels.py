@@ -480,7 +480,8 @@ def test_a_warm_panel_reads_the_cache_once_beyond_its_permission_check(
     body = _panel(viewer_client, "low-stock").content.decode()
     assert 'data-cache="fragment hit"' in body
     assert "Low hammer" in body
-    # The permission check: the "access" version and the user's permission set; then
-    # the panel's versions and its kept rendering together. Each read is a round trip
-    # to Redis, on every poll of every panel.
-    assert len(reads) == 3, reads
+    # The session (cached_db: from the cache, not a query); the permission check: the
+    # "access" version and the user's permission set; then the panel's versions and its
+    # kept rendering together. Each read is a round trip to Redis, on every poll of
+    # every panel.
+    assert len(reads) == 4, reads
