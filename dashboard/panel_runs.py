@@ -6,7 +6,9 @@ is this user's rendered panel, kept in the cache under ``PanelRun.fragment_key``
 name + user id + params + interval) together with the namespace versions it was
 rendered under (``PanelRun.versions_key``). ``start`` reads the versions and the kept
 fragment in one round trip; the fragment is used only if its versions are current.
-The selector runs only when there is none (``run.result`` is lazy).
+The selector runs only when there is none (``run.result`` is lazy), and the block
+renders only when no other request has rendered the same data snapshot with the same
+parameters and permission flags (``PanelRun.render_shared``).
 """
 
 from __future__ import annotations
