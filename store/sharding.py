@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from store import deadlines
 from store.exceptions import BucketMoving
@@ -222,14 +223,78 @@ class Gathered(Generic[T]):
         return bool(self.failed)
 
 
+# Each shard runs on a thread of its own that ends with the call, and a connection
+# dies with its thread: a fresh connection per shard per call was most of a cold
+# shard-health panel. A connection that ended its call cleanly (autocommit, no error,
+# the shard's default statement timeout, no execute wrapper) is parked here for the
+# next call's thread instead, under the settings it was opened with (a changed host,
+# port or timeout gets a new one). Adoption re-checks it as a request would (age,
+# health check, the shard marked down since): a parked connection is never trusted
+# blindly.
+PARKED_PER_SHARD = 4
+_parked: dict[tuple[str, str], list[BaseDatabaseWrapper]] = {}
+_parked_lock = threading.Lock()
+
+
+def _park_key(alias: str) -> tuple[str, str]:
+    return alias, repr(sorted(connections.settings[alias].items()))
+
+
+def _adopt_parked(key: tuple[str, str]) -> None:
+    with _parked_lock:
+        kept = _parked.get(key)
+        wrapper = kept.pop() if kept else None
+    if wrapper is None:
+        return
+    wrapper.close_if_unusable_or_obsolete()  # too old: closed; else health-checked on use
+    connections[key[0]] = wrapper
+
+
+def _park(key: tuple[str, str], timeout: float) -> bool:
+    """Keep this thread's connection for the next call; False: close it."""
+    wrapper = connections[key[0]]
+    if (
+        wrapper.vendor != "postgresql"
+        or wrapper.connection is None
+        or wrapper.in_atomic_block
+        or wrapper.errors_occurred
+        or wrapper.execute_wrappers  # a caller's instrumentation must not outlive its call
+        or not wrapper.get_autocommit()
+        or timeout != wrapper.settings_dict.get("STOREOPS_DEADLINE")  # set_config'd
+    ):
+        return False
+    with _parked_lock:
+        kept = _parked.setdefault(key, [])
+        if len(kept) >= PARKED_PER_SHARD:
+            return False
+        if not wrapper.allow_thread_sharing:
+            wrapper.inc_thread_sharing()  # used, and closed, by other threads from now on
+        kept.append(wrapper)
+    return True
+
+
+def parked_connections_close() -> None:
+    """Close every parked connection (before dropping test databases, say)."""
+    with _parked_lock:
+        kept = [wrapper for wrappers in _parked.values() for wrapper in wrappers]
+        _parked.clear()
+    for wrapper in kept:
+        wrapper.close()
+
+
 def _run_on_shard(fn: Callable[[str], T], alias: str, timeout: float) -> T:
-    connection = connections[alias]
+    key = _park_key(alias)
+    _adopt_parked(key)
+    parked = False
     try:
         with deadlines.deadline(timeout):
-            return _on_shard(fn, alias, timeout)
+            result = _on_shard(fn, alias, timeout)
+        parked = _park(key, timeout)
+        return result
     finally:
-        # Threads are short-lived: their connections must not outlive them.
-        connection.close()
+        if not parked:
+            # Threads are short-lived: their connections must not outlive them.
+            connections[alias].close()
 
 
 def _on_shard(fn: Callable[[str], T], alias: str, timeout: float) -> T:

@@ -161,6 +161,55 @@ def test_a_shard_that_hangs_is_cut_off_at_the_deadline() -> None:
         thread.join(10)
 
 
+def _shard_sessions(**kwargs: float) -> dict[str, tuple[int, str]]:
+    """Each shard's server process and statement timeout, as a scatter-gather sees them."""
+    from store.sharding import scatter_gather
+
+    def session(alias: str) -> tuple[int, str]:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid(), current_setting('statement_timeout')")
+            return cursor.fetchone()
+
+    gathered = scatter_gather(session, **kwargs)
+    assert not gathered.failed
+    return gathered.results
+
+
+@pytest.mark.postgres
+def test_a_scatter_gather_reuses_the_shard_connections_the_previous_one_finished_with() -> None:
+    first = _shard_sessions()
+    assert _shard_sessions() == first  # the same server processes, no new connection
+
+
+@pytest.mark.postgres
+def test_a_shard_connection_is_not_reused_after_an_error_a_changed_timeout_or_an_outage() -> None:
+    from store import deadlines
+    from store.sharding import scatter_gather
+
+    def fails(alias: str) -> None:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT 1 / 0")
+
+    before = _shard_sessions()
+    assert set(scatter_gather(fails).failed) == set(settings.SHARD_ALIASES)
+    after_error = _shard_sessions()
+    assert not {pid for pid, _ in after_error.values()} & {pid for pid, _ in before.values()}
+
+    # Another budget changes the session's statement timeout: that session is closed,
+    # and the next call runs under the shard's own timeout again.
+    other = _shard_sessions(timeout=0.7)
+    assert {timeout for _, timeout in other.values()} == {"700ms"}
+    assert all(pair[1] == before["shard_0"][1] for pair in _shard_sessions().values())
+
+    # Marked down and answering again: what was open before is never reused.
+    kept = _shard_sessions()
+    deadlines.trip("shard_1", "no answer within 1 s (test)")
+    deadlines.reset("shard_1")
+    after_outage = _shard_sessions()
+    assert after_outage["shard_0"] == kept["shard_0"]
+    assert after_outage["shard_1"][0] != kept["shard_1"][0]
+
+
 def _seed_for_move() -> tuple[int, int, list[int]]:
     """Customers on shard_0, and a bucket range holding at least four of them."""
     users = [uid for uid in range(1, 400) if shard_for_user(uid) == "shard_0"][:40]
@@ -287,6 +336,10 @@ def test_a_move_that_loses_its_target_stops_cleanly_and_resumes() -> None:
 def shard_statements() -> Iterator[list[tuple[str, str]]]:
     """(alias, sql) of every customer-table statement, from whichever thread ran it."""
     from django.db.backends.signals import connection_created
+
+    from store.sharding import parked_connections_close
+
+    parked_connections_close()  # every shard thread opens a connection, seen here
 
     seen: list[tuple[str, str]] = []
 

@@ -107,8 +107,10 @@ class DatabaseCreation(creation.DatabaseCreation):
 
     def destroy_test_db(self, *args: Any, **kwargs: Any) -> Any:
         from store.probes import probe_connections_close
+        from store.sharding import parked_connections_close
 
         probe_connections_close()  # the health probes' own connections, kept briefly
+        parked_connections_close()  # the scatter-gathers' shard connections
         with _unbounded(self.connection):
             return super().destroy_test_db(*args, **kwargs)
 
