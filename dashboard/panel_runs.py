@@ -8,7 +8,9 @@ rendered under (``PanelRun.versions_key``). ``start`` reads the versions and the
 fragment in one round trip; the fragment is used only if its versions are current.
 The selector runs only when there is none (``run.result`` is lazy), and the block
 renders only when no other request has rendered the same data snapshot with the same
-parameters and permission flags (``PanelRun.render_shared``).
+parameters and permission flags (``PanelRun.render_shared``). A plain HTMX poll
+(``PanelRun.plain``) is answered with the whole panel kept beside the fragment,
+without rendering a template at all.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from django.core.cache.utils import make_template_fragment_key
 from django.db import DatabaseError
 from django.http import QueryDict
 from django.urls import get_script_prefix, reverse
+from django.utils.html import format_html
 
 from dashboard import forms
 from dashboard.auth_backends import permissions_version
@@ -85,6 +88,11 @@ class PanelRun:
     shows: dict[str, bool] = field(default_factory=dict)
     # The rendering came from another request's, of the same data and flags.
     shared: bool = False
+    # This user's whole panel as a plain poll got it (``plain``), kept with the fragment:
+    # the answer before and after its state marker.
+    section: tuple[bytes, bytes] | None = None
+    # The block this request rendered (a fragment miss), kept by ``finish``.
+    rendered: str | None = None
 
     @property
     def name(self) -> str:
@@ -178,16 +186,43 @@ class PanelRun:
         cache.set(key, html, SHARED_TTL)
         return html
 
-    def keep_fragment(self, html: str) -> None:
+    @property
+    def state_marker(self) -> str:
+        """Where this rendering came from, hidden, for users without the superuser
+        footer (the tests read it): in a plain poll's answer, the only part that
+        differs between the miss that kept it and the hits that serve it."""
+        return format_html(
+            '<span hidden data-testid="cache-state" id="cache-state-{}" data-cache="{}"></span>',
+            self.name,
+            self.cache_state,
+        )
+
+    def kept_answer(self) -> bytes | None:
+        """The whole answer to a plain poll, from the kept section (None: render)."""
+        if self.section is None:
+            return None
+        before, after = self.section
+        return before + self.state_marker.encode() + after
+
+    def plain(self, partial: bool) -> bool:
+        """An HTMX poll whose whole answer is a function of the fragment key alone:
+        no parameter problem to show (the key holds the parsed parameters, not what
+        was sent) and no superuser footer (it shows this request's cache state)."""
+        return partial and not self.problems and not self.shows.get("can_inspect")
+
+    def _keep(self, html: str, section: bytes | None) -> None:
         """Keep a rendering for the next request under the same versions, unless it
         shows an error or stale data: those must not stick for a whole TTL (the entry
-        left in place holds other versions, so it is not served either)."""
+        left in place holds other versions, so it is not served either). Neither does
+        the whole panel then: its frame carries the error or the repoll marker."""
         result = self.result if self.evaluated else None
         if result is not None and (
             result.error or (result.computed is not None and result.computed.stale)
         ):
             return
-        cache.set(self.fragment_key, (self.versions_key, html), self.panel.ttl)
+        before, marker, after = (section or b"").partition(self.state_marker.encode())
+        kept = (before, after) if marker and marker not in after else None
+        cache.set(self.fragment_key, (self.versions_key, html, kept), self.panel.ttl)
 
     @cached_property
     def result(self) -> PanelResult:
@@ -222,8 +257,11 @@ class PanelRun:
     def counters(self) -> dict[str, int]:
         return caching.counters(self.name)
 
-    def finish(self) -> None:
-        """After rendering: count, and keep the queries for the inspector."""
+    def finish(self, *, section: bytes | None = None) -> None:
+        """After rendering: keep what was rendered (``section``: the whole answer of a
+        plain poll), count, and keep the queries for the inspector."""
+        if self.rendered is not None:
+            self._keep(self.rendered, section)
         caching.count(self.name, "miss" if self.evaluated else "hit")
         if self.evaluated and self.result.queries is not None:
             querylog.save(self.result.queries)
@@ -290,8 +328,8 @@ def start(
     names = panel.depends(params) + (("access",) if access is None else ())
     versions, kept = caching.namespace_versions_and(names, run.fragment_key)
     run.versions = versions if access is None else versions | {"access": access}
-    if isinstance(kept, tuple) and len(kept) == 2 and kept[0] == run.versions_key:
-        run.fragment = kept[1]
+    if isinstance(kept, tuple) and len(kept) == 3 and kept[0] == run.versions_key:
+        run.fragment, run.section = kept[1], kept[2]
     return run
 
 

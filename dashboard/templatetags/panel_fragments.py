@@ -5,8 +5,8 @@ Django's ``{% cache %}`` keys a fragment on its versions, so a warm panel needed
 cache round trips: the versions, then the fragment. Here ``panel_runs.start`` reads
 both at once and the block only decides: the kept rendering when it was made under
 the current versions, else the rendering of the same data snapshot another request
-made (``PanelRun.render_shared``), else the block rendered now; then kept for this
-user (``PanelRun.keep_fragment``).
+made (``PanelRun.render_shared``), else the block rendered now; the view keeps it for
+this user once the response is rendered (``PanelRun.finish``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ class PanelFragmentNode(template.Node):
         run = self.run.resolve(context)
         if run.fragment is not None:
             return run.fragment
-        html = run.render_shared(lambda: self.nodelist.render(context))
-        run.keep_fragment(html)
-        return html
+        run.rendered = run.render_shared(lambda: self.nodelist.render(context))
+        return run.rendered
 
 
 @register.tag

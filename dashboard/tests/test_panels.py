@@ -254,6 +254,64 @@ def test_second_request_runs_no_panel_query_and_a_write_recomputes(
     assert 'data-cache="miss"' in third
 
 
+@pytest.fixture
+def renders(monkeypatch) -> list[str]:
+    """The templates the panel view renders (a warm poll should render none)."""
+    from dashboard.views import panels as views
+
+    seen: list[str] = []
+    original = views.render_partial_or_page
+
+    def counted(request, partial, *args, **kwargs):
+        seen.append(partial)
+        return original(request, partial, *args, **kwargs)
+
+    monkeypatch.setattr(views, "render_partial_or_page", counted)
+    return seen
+
+
+def test_a_warm_poll_gets_the_panel_as_last_rendered_without_rendering_a_template(
+    viewer_client: Client, small_store, renders: list[str]
+) -> None:
+    first = _panel(viewer_client, "low-stock")
+    assert len(renders) == 1  # a miss renders
+    second = _panel(viewer_client, "low-stock")
+    assert len(renders) == 1
+    assert second.content.decode() == first.content.decode().replace(
+        'data-cache="miss"', 'data-cache="fragment hit"'
+    )
+    assert second["Cache-Control"] == first["Cache-Control"]
+    assert second["Vary"] == first["Vary"]
+    # New data is rendered (and kept) anew.
+    Product.objects.filter(pk=small_store["plenty"].pk).update(stock=2)
+    caching.bump_now("stock", "lowstock")
+    third = _panel(viewer_client, "low-stock")
+    assert len(renders) == 2
+    assert "Big saw" in third.content.decode()
+    assert _panel(viewer_client, "low-stock").content == third.content.replace(
+        b'data-cache="miss"', b'data-cache="fragment hit"'
+    )
+    assert len(renders) == 2
+
+
+def test_a_warm_poll_with_bad_parameters_or_as_a_page_is_rendered_whole(
+    viewer_client: Client, superuser_client: Client, small_store, renders: list[str]
+) -> None:
+    _panel(viewer_client, "low-stock")  # keeps the panel for the default parameters
+    # The same parameters once parsed, but the message must show.
+    body = _panel(viewer_client, "low-stock", "low-stock-threshold=abc").content.decode()
+    assert 'data-testid="param-problems"' in body
+    assert "Enter a whole number" in body
+    page = viewer_client.get("/panels/low-stock/")
+    assert "<html" in page.content.decode()
+    assert len(renders) == 3
+    # A superuser's footer shows this request's cache state and counters: rendered.
+    _panel(superuser_client, "low-stock")
+    footer = _panel(superuser_client, "low-stock")
+    assert len(renders) == 5
+    assert 'data-cache="fragment hit"' in footer.content.decode()
+
+
 def test_another_user_reuses_the_computed_data_and_its_rendering(
     viewer_client: Client, operator_client: Client, small_store
 ) -> None:

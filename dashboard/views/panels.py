@@ -54,14 +54,20 @@ def panel(request: HtmxHttpRequest, name: str) -> HttpResponse:
     shows = {flag: user.has_perm(panels.BUTTON_PERMISSIONS[flag]) for flag in found.buttons}
     shows["can_inspect"] = user.is_superuser
     run = panel_runs.start(found, request.GET, user, shows=shows)
-    context = {"run": run, **shows}
-    response = render_partial_or_page(
-        request, panel_runs.PANEL_PARTIAL, context, page="dashboard/panel_page.html"
-    )
+    plain = run.plain(wants_partial(request))
+    kept = run.kept_answer() if plain else None
+    if kept is not None:
+        # A warm poll: this user's whole panel as it was last rendered for them.
+        response = HttpResponse(kept)
+    else:
+        context = {"run": run, **shows}
+        response = render_partial_or_page(
+            request, panel_runs.PANEL_PARTIAL, context, page="dashboard/panel_page.html"
+        )
     push = _push_url(request, run) if wants_partial(request) else None
     if push:
         response["HX-Push-Url"] = push
-    run.finish()
+    run.finish(section=response.content if plain else None)
     return response
 
 
