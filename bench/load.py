@@ -80,13 +80,14 @@ class Sample:
     age: float | None  # seconds; None when the response shows no "computed at"
     status: int
     repoll: bool = False  # the panel asks to be fetched again in a second (console.js)
+    sent: float = 0.0  # time.monotonic() when the request left: a phase's timeline
 
 
 def fetch(client: Client, endpoint: str, path: str, cookie: str, hx: bool) -> Sample:
     headers = {"Cookie": cookie}
     if hx:
         headers |= {"HX-Request": "true", "HX-Current-URL": "http://127.0.0.1/"}
-    started = time.perf_counter()
+    sent, started = time.monotonic(), time.perf_counter()
     try:
         status, body = client.get(path, headers)
     except (OSError, http.client.HTTPException):  # failures count, with their time
@@ -97,7 +98,7 @@ def fetch(client: Client, endpoint: str, path: str, cookie: str, hx: bool) -> Sa
     found = COMPUTED_AT.search(body) if status == 200 else None
     if found:
         age = arrived - datetime.fromisoformat(found.group(1).decode()).timestamp()
-    return Sample(endpoint, ms, age, status, repoll=REPOLL in body)
+    return Sample(endpoint, ms, age, status, repoll=REPOLL in body, sent=sent)
 
 
 def viewers_load(

@@ -171,6 +171,7 @@ def phase(
             run.record(f"{prefix}: {endpoint} data age p50", f["age p50"], unit="s")
             run.record(f"{prefix}: {endpoint} data age p99", f["age p99"], unit="s")
     run.note(_table(prefix, figures))
+    run.note(_slowest_windows(prefix, samples))
     panel_samples = [s for s in samples if s.endpoint != "/"]
     if not any(s.age is not None for s in panel_samples):
         # A template change must not quietly turn every data age into "nan".
@@ -227,6 +228,33 @@ def _table(prefix: str, figures: dict[str, dict[str, float]]) -> str:
             f"{f['p99']:>9,.0f} {f['age p50']:>9.1f} {f['age p99']:>9.1f}"
         )
     return "\n".join(lines)
+
+
+WINDOW_S = 5.0
+
+
+def _slowest_windows(prefix: str, samples: list[Sample], shown: int = 3) -> str:
+    """The phase's timeline where it was worst: panel p99 per 5 s window of sending
+    time, the slowest few. A p99 made by one stall (a checkpoint, a pause) shows as
+    one bad window; a p99 spread over the whole phase as many alike."""
+    panel_samples = [s for s in samples if s.endpoint != "/"]
+    if not panel_samples:
+        return f"{prefix}: no panel responses"
+    first = min(s.sent for s in panel_samples)
+    windows: dict[int, list[float]] = {}
+    for s in panel_samples:
+        windows.setdefault(int((s.sent - first) // WINDOW_S), []).append(s.ms)
+    p99s = sorted(
+        ((percentile(ms, 99), index, len(ms)) for index, ms in windows.items()), reverse=True
+    )
+    median = percentile([p99 for p99, _, _ in p99s], 50)
+    worst = ", ".join(
+        f"{index * WINDOW_S:.0f}-{(index + 1) * WINDOW_S:.0f} s: {p99:,.0f} ms (n={n})"
+        for p99, index, n in p99s[:shown]
+    )
+    return (
+        f"{prefix}: panel p99 per {WINDOW_S:g} s window: median {median:,.0f} ms; slowest {worst}"
+    )
 
 
 def targets(run: harness.Run) -> None:
