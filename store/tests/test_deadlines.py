@@ -122,6 +122,26 @@ def test_a_blackholed_shard_answers_503_within_its_deadline_then_recovers(viewer
             time.sleep(0.2)
 
 
+def test_a_cross_shard_read_through_a_parked_connection_to_a_silent_shard_keeps_its_budget() -> (
+    None
+):
+    """A connection parked by one scatter-gather (store/sharding.py) whose shard then
+    goes silent: the next read still answers within its budget, partial, and the
+    top customers page still shows the shard that answers."""
+    from store.selectors.customers import top_customers_by_lifetime_value
+
+    homes = {uid: make_customer(uid, value=uid) for uid in range(1, 21)}
+    with _proxied("shard_1") as proxy:
+        assert not top_customers_by_lifetime_value().partial  # parks one through the proxy
+        proxy.set_mode("blackhole")
+        started = time.monotonic()
+        top = top_customers_by_lifetime_value(limit=50)
+        took = time.monotonic() - started
+        assert set(top.failed) == {"shard_1"}
+        assert {c.user_id for c in top.value} == {u for u, a in homes.items() if a == "shard_0"}
+        assert took < settings.STOREOPS_SHARD_TIMEOUT + 0.5, took
+
+
 def test_the_health_probe_reports_a_blackholed_shard_down_within_3_s() -> None:
     with _proxied("shard_0") as proxy:
         proxy.set_mode("blackhole")
