@@ -262,6 +262,10 @@ class PanelRun:
         plain poll), count, and keep the queries for the inspector."""
         if self.rendered is not None:
             self._keep(self.rendered, section)
+        elif section is not None and self.section is None and self.fragment is not None:
+            # A plain poll served from a fragment a page or a bad-parameter request
+            # kept: keep its answer too, or every poll renders until the data changes.
+            self._keep(self.fragment, section)
         caching.count(self.name, "miss" if self.evaluated else "hit")
         if self.evaluated and self.result.queries is not None:
             querylog.save(self.result.queries)

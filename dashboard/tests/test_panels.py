@@ -312,6 +312,17 @@ def test_a_warm_poll_with_bad_parameters_or_as_a_page_is_rendered_whole(
     assert 'data-cache="fragment hit"' in footer.content.decode()
 
 
+def test_polls_after_the_panel_page_are_answered_without_rendering(
+    viewer_client: Client, small_store, renders: list[str]
+) -> None:
+    viewer_client.get("/panels/low-stock/")  # the panel opened alone keeps its fragment
+    first = _panel(viewer_client, "low-stock")
+    second = _panel(viewer_client, "low-stock")
+    assert len(renders) == 2  # the page and the first poll; the second is the kept answer
+    assert second.content == first.content
+    assert b'data-cache="fragment hit"' in second.content
+
+
 def test_another_user_reuses_the_computed_data_and_its_rendering(
     viewer_client: Client, operator_client: Client, small_store
 ) -> None:
