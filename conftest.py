@@ -19,6 +19,7 @@ from django.db import connection
 from django.test import Client
 
 from store import refresh as background
+from store.caching import settle_bumps
 from store.permissions import ops_groups_sync
 
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -72,9 +73,11 @@ def _isolated_cache() -> Iterator[None]:
     everything between tests, so every test starts and ends with an empty cache.
     """
     background.drain()  # a background refresh must not write into the next test
+    settle_bumps()  # nor a batched bump (store/bump_batch.py)
     cache.clear()
     yield
     background.drain()
+    settle_bumps()
     cache.clear()
 
 

@@ -320,6 +320,10 @@ STOREOPS_REFRESH_THREADS = env_number("STOREOPS_REFRESH_THREADS", 2)
 # (served stale meanwhile): under a stream of writes, one recompute per panel and
 # interval instead of one per request that sees it stale.
 STOREOPS_REFRESH_MIN_INTERVAL = env_number("STOREOPS_REFRESH_MIN_INTERVAL", 1.0, kind=float)
+# A write's version bump is sent at once unless this process sent one less than this
+# many seconds ago; then it joins the batch sent at the window's end (store/bump_batch.py).
+# 0 sends every bump at once.
+STOREOPS_BUMP_WINDOW = env_number("STOREOPS_BUMP_WINDOW", 0.1, kind=float)
 STOREOPS_LOW_STOCK_THRESHOLD = env_number("STOREOPS_LOW_STOCK_THRESHOLD", 5)
 # Every this many stock ledger ids, the writer folds the ledger into the category
 # rollup after it commits (store/services/ledger_fold.py, stock_ledger_fold).

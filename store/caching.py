@@ -32,6 +32,7 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from store import refresh as background
+from store.bump_batch import BumpBatch
 from store.cache_backend import BreakerRedisCache
 from store.cache_lock import lock_acquire, lock_timeout
 
@@ -121,14 +122,17 @@ def bump_now(*namespaces: str, position: int = 0) -> None:
 
 
 def settle_bumps() -> None:
-    """Wait for the bumps this thread sent (Redis sends them without waiting)."""
+    """Send this process's batched bumps, then wait for the bumps this thread sent
+    (Redis sends them without waiting)."""
+    _batch.flush()
     backend = caches["default"]
     if isinstance(backend, BreakerRedisCache):
         backend.settle_versions()
 
 
 def bump(*namespaces: str, using: str = "default") -> None:
-    """Bump after the current transaction commits (at once outside one).
+    """Bump after the current transaction commits (at once outside one), batched with
+    the other bumps of a burst of writes (``store.bump_batch``).
 
     A write on the primary also records the primary's WAL position after its commit
     (one query, only with PostgreSQL replicas configured): entries computed on a
@@ -145,9 +149,16 @@ def bump(*namespaces: str, using: str = "default") -> None:
                 position = primary_position()
             except DatabaseError:
                 logger.exception("no WAL position for the bump of %s", namespaces)
-        bump_now(*namespaces, position=position)
+        _batch.add(namespaces, position)
 
     transaction.on_commit(after_commit, using=using)
+
+
+def _send_batch(namespaces: tuple[str, ...], position: int) -> None:
+    bump_now(*namespaces, position=position)
+
+
+_batch = BumpBatch(_send_batch, window=lambda: settings.STOREOPS_BUMP_WINDOW)
 
 
 def _check(namespaces: tuple[str, ...]) -> None:
