@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from contextlib import nullcontext
+
+import psycopg
 import pytest
+from django.db import DataError, OperationalError, connection, transaction
 from django.db.models import Sum
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -171,3 +177,88 @@ def test_the_kept_adjust_cursor_still_reports_every_query_to_django(
     with django_assert_num_queries(1) as captured:
         stock_adjust(product=product, delta=-1, actor=None)
     assert captured.captured_queries[0]["sql"].startswith("EXECUTE storeops_stock_adjust")
+
+
+# --- the adjustment statement through libpq (no cursor observed) ----------------
+
+
+def _hold_row_lock(product: Product) -> psycopg.Connection:
+    """Another session that holds the product's row lock until it commits."""
+    db = connection.settings_dict
+    other = psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=False
+    )
+    other.execute("SELECT 1 FROM store_product WHERE id = %s FOR UPDATE", [product.pk])
+    return other
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_adjustment_waiting_for_a_locked_row_lets_the_other_threads_run() -> None:
+    product = factories.product(shop=factories.shop(), category=factories.category(), stock=10)
+    holder = _hold_row_lock(product)
+    waiting = threading.Thread(
+        target=lambda: stock_adjust(product=product.pk, delta=2, actor=None, reason="queued")
+    )
+    waiting.start()
+    try:
+        time.sleep(0.2)  # the adjustment now waits on the row lock, inside libpq
+        started = time.monotonic()
+        sum(range(2_000_000))  # pure Python: needs the GIL the waiting thread must not hold
+        assert time.monotonic() - started < 2.0
+        assert waiting.is_alive()
+    finally:
+        holder.commit()
+        holder.close()
+        waiting.join(timeout=10)
+    assert not waiting.is_alive()
+    product.refresh_from_db()
+    assert product.stock == 12
+    _ledger_holds(product)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_adjustment_that_times_out_on_a_locked_row_writes_nothing_and_the_session_recovers() -> (
+    None
+):
+    product = factories.product(shop=factories.shop(), category=factories.category(), stock=10)
+    stock_adjust(product=product.pk, delta=1, actor=None)  # prepared on this session
+    holder = _hold_row_lock(product)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(OperationalError, match="lock timeout"):
+            stock_adjust(product=product.pk, delta=5, actor=None, reason="too late")
+    finally:
+        holder.rollback()
+        holder.close()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+    assert not StockMovement.objects.filter(reason="too late").exists()
+    change = stock_adjust(product=product.pk, delta=5, actor=None, reason="on time")
+    assert (change.movement.stock_before, change.movement.stock_after) == (11, 16)
+    _ledger_holds(product)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["alone", "in-a-transaction"])
+def test_a_reason_with_a_nul_byte_is_refused_whole_not_cut(in_transaction: bool) -> None:
+    product = factories.product(shop=factories.shop(), category=factories.category(), stock=10)
+    with pytest.raises(DataError), transaction.atomic() if in_transaction else nullcontext():
+        stock_adjust(product=product.pk, delta=1, actor=None, reason="box\x00 damaged")
+    assert not StockMovement.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["alone", "in-a-transaction"])
+def test_the_returned_change_is_the_stored_row(operator, in_transaction: bool) -> None:
+    product = factories.product(shop=factories.shop(), category=factories.category(), stock=10)
+    with transaction.atomic() if in_transaction else nullcontext():
+        change = stock_adjust(product=product.pk, delta=4, actor=operator, reason="recount")
+    stored = StockMovement.objects.get()
+    fields = [field.attname for field in StockMovement._meta.concrete_fields]
+    assert [getattr(change.movement, f) for f in fields] == [getattr(stored, f) for f in fields]
+    assert (change.product.stock, change.product.version) == (14, 2)
