@@ -6,8 +6,8 @@ locked adjustment on a 2-core machine: a syscall, and Redis woken beside Postgre
 and makes the ``stock`` counter a hot key that every writer of every process
 increments. So a process sends a bump at once only if it sent none in the last
 ``STOREOPS_BUMP_WINDOW`` seconds; a bump within that window joins the batch that one
-background thread sends at the window's end. An isolated write is bumped at once, as
-before; a burst costs one bump per window.
+background thread sends at the window's end. The first bump after a quiet window goes
+at once, as before; a burst costs one bump per window.
 
 What a reader sees is unchanged where it matters: the batch is sent before this
 process reads any version (``store.caching`` flushes it first), before a request's
