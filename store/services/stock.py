@@ -241,7 +241,7 @@ def _execute_adjust(params: dict[str, Any]) -> tuple[Any, ...] | None:
         None if value is None else str(value).encode()
         for value in (params[name] for name in _ADJUST_PARAMS)
     ]
-    with db.wrap_database_errors, db.watch():
+    with db.watch(), db.wrap_database_errors:  # nested as in the cursor's _execute
         result = db.connection.pgconn.exec_prepared(
             _ADJUST_STATEMENT_NAME, values, param_formats=_ADJUST_FORMATS
         )
