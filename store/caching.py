@@ -3,7 +3,8 @@
 Every cached fragment or aggregate includes the versions of the data namespaces it
 was computed from. A write bumps the namespaces it touched (an atomic INCR) after
 its transaction commits, so every dependent entry, for every user, goes stale at
-once without scanning keys. On Redis the INCR is sent without waiting for its reply,
+once without scanning keys (a burst of writes within a tenth of a second is one bump,
+``store.bump_batch``). On Redis the INCR is sent without waiting for its reply,
 which is read before the thread reads versions and before the response leaves.
 
 ``get_or_compute`` serves shared data: a stale value at once while one background
