@@ -206,13 +206,12 @@ def _adjust_connection() -> Any:
     db.validate_thread_sharing()
     if _adjust_session.session is not db.connection:  # first use, or a reconnect
         raw = db.connection.cursor()
-        _django_cursor(raw).execute(_PREPARE_ADJUST)  # remembered only once it worked
+        _django_cursor(db, raw).execute(_PREPARE_ADJUST)  # remembered only once it worked
         _adjust_session.session, _adjust_session.cursor = db.connection, raw
     return db
 
 
-def _django_cursor(raw: Any) -> CursorWrapper:
-    db = connections["default"]
+def _django_cursor(db: Any, raw: Any) -> CursorWrapper:
     return db.make_debug_cursor(raw) if db.queries_logged else db.make_cursor(raw)
 
 
@@ -230,7 +229,7 @@ def _execute_adjust(params: dict[str, Any]) -> tuple[Any, ...] | None:
         # Through Django's cursor when someone watches statements (a request's
         # slow-query log, a test counting queries), so that they see this one, and
         # inside a transaction, which psycopg opens (BEGIN) only for its own cursors.
-        cursor = _django_cursor(_adjust_session.cursor)
+        cursor = _django_cursor(db, _adjust_session.cursor)
         cursor.execute(_EXECUTE_ADJUST, params)
         return cursor.fetchone()
     # A transaction of its own that nobody watches: libpq executes the prepared
